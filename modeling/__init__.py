@@ -1,0 +1,9 @@
+"""``ivgf_hf.modeling``: the files that ship to a Hub repo (flat, sibling imports only).
+
+This ``__init__`` is package glue for the pip install and is never copied to the Hub.
+"""
+
+from .configuration_ivgf import IVGFConfig
+from .encoder_ivgf import IVGFEncoder
+
+__all__ = ["IVGFConfig", "IVGFEncoder"]

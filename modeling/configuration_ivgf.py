@@ -1,0 +1,302 @@
+"""IVGF model configuration."""
+
+from transformers import PretrainedConfig
+
+__all__ = ["IVGFConfig", "ENCODER_FIELDS"]
+
+# Encoder hyper-parameters that exist once per modality: the visible field has the plain name, the
+# infrared field the same name with an ``_ir`` suffix (``num_channels`` / ``num_channels_ir``).
+ENCODER_FIELDS = (
+    "hidden_sizes",
+    "depths",
+    "num_attention_heads",
+    "mlp_ratios",
+    "patch_sizes",
+    "pretrain_image_size",
+    "layer_scale_init_value",
+    "use_relative_position_bias",
+    "drop_path_rate",
+    "num_channels",
+    "qkv_bias",
+)
+
+_MODALITIES = ("both", "visible", "infrared")
+_FEM_MODES = ("parallel", "serial", "channel", "spatial")
+
+
+class IVGFConfig(PretrainedConfig):
+    r"""
+    This is the configuration class to store the configuration of an [`IVGFModel`] and its task models
+    ([`IVGFForSemanticSegmentation`], [`IVGFForObjectDetection`]). Instantiating it with the defaults gives the
+    `base` architecture of the paper: an MCMAE-B encoder for the visible image and an InfMAE-B encoder for the
+    infrared image, fused at four scales (strides 4, 8, 16, 32).
+
+    Each encoder is the hybrid convolution + transformer network of ConvMAE: three patch embeddings (strides 4, 2,
+    2), ``depths[0]`` and ``depths[1]`` convolution blocks, ``depths[2]`` transformer blocks on stride-16 tokens,
+    and a 3x3 stride-2 convolution giving the stride-32 map. Every encoder field exists twice: the plain name is
+    the visible encoder, the name with an ``_ir`` suffix the infrared encoder.
+
+    Args:
+        hidden_sizes (`list[int]`, *optional*, defaults to `[256, 384, 768]`):
+            Channels of the three encoder stages (the stride-32 map keeps the last one).
+        depths (`list[int]`, *optional*, defaults to `[2, 2, 11]`):
+            Number of blocks per stage: convolution blocks, convolution blocks, transformer blocks.
+        num_attention_heads (`int`, *optional*, defaults to 12):
+            Attention heads of the transformer stage.
+        mlp_ratios (`list[float]`, *optional*, defaults to `[4.0, 4.0, 4.0]`):
+            Hidden size of each stage's MLP relative to its channels.
+        patch_sizes (`list[int]`, *optional*, defaults to `[4, 2, 2]`):
+            Kernel and stride of the three patch embeddings (total stride 16).
+        pretrain_image_size (`int`, *optional*, defaults to 512):
+            Image size (pixels) at which the absolute position embedding and the relative position tables are
+            stored. Other input sizes interpolate them at forward time (bicubic for the position embedding,
+            bilinear for the relative position tables).
+        layer_scale_init_value (`float`, *optional*, defaults to 1.0):
+            Initial value of the transformer blocks' layer-scale (``gamma_1``, ``gamma_2``); `None` or 0 disables
+            layer-scale, as in the pretraining code.
+        use_relative_position_bias (`bool`, *optional*, defaults to `True`):
+            Per-block BEiT-style relative position bias in the transformer stage (ConvMAE's segmentation wrapper).
+        drop_path_rate (`float`, *optional*, defaults to 0.2):
+            Stochastic depth rate, spread linearly over all blocks of the encoder.
+        num_channels (`int`, *optional*, defaults to 3):
+            Channels of the visible image.
+        qkv_bias (`bool`, *optional*, defaults to `True`):
+            Bias in the fused query/key/value projection.
+        hidden_sizes_ir, depths_ir, num_attention_heads_ir, mlp_ratios_ir, patch_sizes_ir, pretrain_image_size_ir,
+        layer_scale_init_value_ir, use_relative_position_bias_ir, drop_path_rate_ir, qkv_bias_ir:
+            The same fields for the infrared encoder; `None` (the default) copies the visible value.
+        num_channels_ir (`int`, *optional*, defaults to 1):
+            Channels of the infrared image (InfMAE's RGB stem is summed to one channel by the converter).
+        layer_norm_eps (`float`, *optional*, defaults to 1e-6):
+            Epsilon of the transformer blocks' layer norms.
+        conv_layer_norm_eps (`float`, *optional*, defaults to 1e-5):
+            Epsilon of the patch-embedding and convolution-block layer norms (as in the original code).
+        hidden_act (`str`, *optional*, defaults to `"gelu"`):
+            Activation of the MLPs and patch embeddings.
+        modalities (`str`, *optional*, defaults to `"both"`):
+            `"both"` builds both encoders and the fusion modules; `"visible"` or `"infrared"` builds one encoder
+            only (the single-modality models of section IV-F).
+        use_fem (`bool`, *optional*, defaults to `True`):
+            Feature-enhancement module after each of the four stages.
+        fem_mode (`str`, *optional*, defaults to `"parallel"`):
+            `"parallel"` (paper), `"serial"` (spatial integration then channel attention), `"channel"` or
+            `"spatial"` only (Table V).
+        fem_spatial_reduction (`int`, *optional*, defaults to 8):
+            Channel reduction inside the spatial-weight branch (conv1x1 C -> C/r -> 1). Not given in the paper.
+        fem_channel_reduction (`int`, *optional*, defaults to 4):
+            Reduction of the channel-attention MLP (2C -> C/r -> C). Not given in the paper.
+        use_tem (`bool`, *optional*, defaults to `True`):
+            Token-enhancement module inside the transformer stage.
+        tem_layers (`list[int]`, *optional*, defaults to `[3, 6, 9]`):
+            Transformer blocks (counted from 1) after which the token-enhancement module runs.
+        tem_hidden_size (`int`, *optional*):
+            Width of the reduced dual-modality tokens (eq. 14); `None` uses the transformer width.
+        tem_num_adapters (`int`, *optional*, defaults to 4):
+            Number of bottleneck adapters in the mixture of adapters.
+        tem_adapter_bottleneck (`int`, *optional*, defaults to 64):
+            Bottleneck width of each adapter.
+        use_agf (`bool`, *optional*, defaults to `True`):
+            Attention-guided fusion at the four scales; `False` fuses by summation (the paper's baseline).
+        agf_num_heads (`list[int]`, *optional*, defaults to `[4, 6, 12, 12]`):
+            Cross-attention heads at each scale.
+        agf_kv_stride (`list[int]`, *optional*, defaults to `[1, 1, 1, 1]`):
+            Average-pooling stride applied to keys and values at each scale (1 = exact attention, as the paper).
+        hidden_size (`int`, *optional*, defaults to 768):
+            Channels of the UperNet decode head.
+        pool_scales (`list[int]`, *optional*, defaults to `[1, 2, 3, 6]`):
+            Pooling scales of the pyramid pooling module.
+        use_auxiliary_head (`bool`, *optional*, defaults to `True`):
+            Auxiliary FCN head on the fused stride-16 map.
+        auxiliary_loss_weight (`float`, *optional*, defaults to 0.4):
+            Weight of the auxiliary loss.
+        auxiliary_in_channels (`int`, *optional*):
+            Input channels of the auxiliary head; `None` uses ``hidden_sizes[2]``.
+        auxiliary_channels (`int`, *optional*, defaults to 256):
+            Channels of the auxiliary head.
+        auxiliary_num_convs (`int`, *optional*, defaults to 1):
+            Convolutions in the auxiliary head.
+        auxiliary_concat_input (`bool`, *optional*, defaults to `False`):
+            Whether the auxiliary head concatenates its input with its output before classification.
+        semantic_loss_ignore_index (`int`, *optional*, defaults to 255):
+            Label value ignored by the segmentation loss.
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the truncated normal initialiser of linear and convolution weights.
+
+    Example:
+
+    ```python
+    >>> from ivgf_hf.modeling import IVGFConfig, IVGFModel
+
+    >>> configuration = IVGFConfig()
+    >>> model = IVGFModel(configuration)
+    >>> configuration = model.config
+    ```"""
+
+    model_type = "ivgf"
+
+    def __init__(
+        self,
+        hidden_sizes=(256, 384, 768),
+        depths=(2, 2, 11),
+        num_attention_heads=12,
+        mlp_ratios=(4.0, 4.0, 4.0),
+        patch_sizes=(4, 2, 2),
+        pretrain_image_size=512,
+        layer_scale_init_value=1.0,
+        use_relative_position_bias=True,
+        drop_path_rate=0.2,
+        num_channels=3,
+        qkv_bias=True,
+        hidden_sizes_ir=None,
+        depths_ir=None,
+        num_attention_heads_ir=None,
+        mlp_ratios_ir=None,
+        patch_sizes_ir=None,
+        pretrain_image_size_ir=None,
+        layer_scale_init_value_ir=None,
+        use_relative_position_bias_ir=None,
+        drop_path_rate_ir=None,
+        num_channels_ir=1,
+        qkv_bias_ir=None,
+        layer_norm_eps=1e-6,
+        conv_layer_norm_eps=1e-5,
+        hidden_act="gelu",
+        modalities="both",
+        use_fem=True,
+        fem_mode="parallel",
+        fem_spatial_reduction=8,
+        fem_channel_reduction=4,
+        use_tem=True,
+        tem_layers=(3, 6, 9),
+        tem_hidden_size=None,
+        tem_num_adapters=4,
+        tem_adapter_bottleneck=64,
+        use_agf=True,
+        agf_num_heads=(4, 6, 12, 12),
+        agf_kv_stride=(1, 1, 1, 1),
+        hidden_size=768,
+        pool_scales=(1, 2, 3, 6),
+        use_auxiliary_head=True,
+        auxiliary_loss_weight=0.4,
+        auxiliary_in_channels=None,
+        auxiliary_channels=256,
+        auxiliary_num_convs=1,
+        auxiliary_concat_input=False,
+        semantic_loss_ignore_index=255,
+        initializer_range=0.02,
+        **kwargs,
+    ):
+        self.hidden_sizes = list(hidden_sizes)
+        self.depths = list(depths)
+        self.num_attention_heads = num_attention_heads
+        self.mlp_ratios = [float(r) for r in mlp_ratios]
+        self.patch_sizes = list(patch_sizes)
+        self.pretrain_image_size = pretrain_image_size
+        self.layer_scale_init_value = layer_scale_init_value
+        self.use_relative_position_bias = use_relative_position_bias
+        self.drop_path_rate = drop_path_rate
+        self.num_channels = num_channels
+        self.qkv_bias = qkv_bias
+        self.hidden_sizes_ir = list(hidden_sizes_ir) if hidden_sizes_ir is not None else None
+        self.depths_ir = list(depths_ir) if depths_ir is not None else None
+        self.num_attention_heads_ir = num_attention_heads_ir
+        self.mlp_ratios_ir = [float(r) for r in mlp_ratios_ir] if mlp_ratios_ir is not None else None
+        self.patch_sizes_ir = list(patch_sizes_ir) if patch_sizes_ir is not None else None
+        self.pretrain_image_size_ir = pretrain_image_size_ir
+        self.layer_scale_init_value_ir = layer_scale_init_value_ir
+        self.use_relative_position_bias_ir = use_relative_position_bias_ir
+        self.drop_path_rate_ir = drop_path_rate_ir
+        self.num_channels_ir = num_channels_ir
+        self.qkv_bias_ir = qkv_bias_ir
+        self.layer_norm_eps = layer_norm_eps
+        self.conv_layer_norm_eps = conv_layer_norm_eps
+        self.hidden_act = hidden_act
+        self.modalities = modalities
+        self.use_fem = use_fem
+        self.fem_mode = fem_mode
+        self.fem_spatial_reduction = fem_spatial_reduction
+        self.fem_channel_reduction = fem_channel_reduction
+        self.use_tem = use_tem
+        self.tem_layers = list(tem_layers)
+        self.tem_hidden_size = tem_hidden_size
+        self.tem_num_adapters = tem_num_adapters
+        self.tem_adapter_bottleneck = tem_adapter_bottleneck
+        self.use_agf = use_agf
+        self.agf_num_heads = list(agf_num_heads)
+        self.agf_kv_stride = list(agf_kv_stride)
+        self.hidden_size = hidden_size
+        self.pool_scales = list(pool_scales)
+        self.use_auxiliary_head = use_auxiliary_head
+        self.auxiliary_loss_weight = auxiliary_loss_weight
+        self.auxiliary_in_channels = auxiliary_in_channels
+        self.auxiliary_channels = auxiliary_channels
+        self.auxiliary_num_convs = auxiliary_num_convs
+        self.auxiliary_concat_input = auxiliary_concat_input
+        self.semantic_loss_ignore_index = semantic_loss_ignore_index
+        self.initializer_range = initializer_range
+        super().__init__(**kwargs)
+        self._validate()
+
+    def encoder_settings(self, modality: str) -> dict:
+        """The encoder fields of one modality (`"visible"` or `"infrared"`), with `None` infrared fields filled in."""
+        if modality not in ("visible", "infrared"):
+            raise ValueError(f"modality must be 'visible' or 'infrared', got {modality!r}")
+        settings = {}
+        for name in ENCODER_FIELDS:
+            value = getattr(self, name)
+            if modality == "infrared":
+                ir_value = getattr(self, f"{name}_ir")
+                value = value if ir_value is None else ir_value
+            settings[name] = value
+        return settings
+
+    @property
+    def active_modalities(self) -> tuple:
+        """The encoders this configuration builds, in the order ("visible", "infrared")."""
+        return ("visible", "infrared") if self.modalities == "both" else (self.modalities,)
+
+    @property
+    def feature_channels(self) -> list:
+        """Channels of the four output maps F1..F4 (strides 4, 8, 16, 32)."""
+        sizes = self.encoder_settings(self.active_modalities[0])["hidden_sizes"]
+        return [sizes[0], sizes[1], sizes[2], sizes[2]]
+
+    def _validate(self):
+        if self.modalities not in _MODALITIES:
+            raise ValueError(f"modalities must be one of {_MODALITIES}, got {self.modalities!r}")
+        if self.fem_mode not in _FEM_MODES:
+            raise ValueError(f"fem_mode must be one of {_FEM_MODES}, got {self.fem_mode!r}")
+        for modality in ("visible", "infrared"):
+            s = self.encoder_settings(modality)
+            for name in ("hidden_sizes", "depths", "mlp_ratios", "patch_sizes"):
+                if len(s[name]) != 3:
+                    raise ValueError(f"{name} ({modality}) must have 3 entries (one per stage), got {s[name]}")
+            if s["hidden_sizes"][2] % s["num_attention_heads"]:
+                raise ValueError(
+                    f"hidden_sizes[2]={s['hidden_sizes'][2]} ({modality}) is not divisible by "
+                    f"num_attention_heads={s['num_attention_heads']}"
+                )
+            stride = s["patch_sizes"][0] * s["patch_sizes"][1] * s["patch_sizes"][2]
+            if s["pretrain_image_size"] % stride:
+                raise ValueError(
+                    f"pretrain_image_size={s['pretrain_image_size']} ({modality}) is not divisible by the "
+                    f"encoder stride {stride}"
+                )
+        if self.modalities == "both":
+            vis, ir = self.encoder_settings("visible"), self.encoder_settings("infrared")
+            for name in ("hidden_sizes", "patch_sizes"):
+                if vis[name] != ir[name]:
+                    raise ValueError(
+                        f"fusion needs equal {name} for both encoders, got visible {vis[name]} and "
+                        f"infrared {ir[name]}"
+                    )
+            if self.use_tem:
+                depth = min(vis["depths"][2], ir["depths"][2])
+                bad = [j for j in self.tem_layers if not 1 <= j <= depth]
+                if bad:
+                    raise ValueError(f"tem_layers {bad} are outside the transformer blocks 1..{depth}")
+        if len(self.agf_num_heads) != 4 or len(self.agf_kv_stride) != 4:
+            raise ValueError("agf_num_heads and agf_kv_stride need one entry per scale (4)")
+        for channels, heads in zip(self.feature_channels, self.agf_num_heads):
+            if channels % heads:
+                raise ValueError(f"AGF: {channels} channels are not divisible by {heads} heads")
