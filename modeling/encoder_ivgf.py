@@ -6,6 +6,7 @@ checkpoints map one to one. Shapes use B = batch, C = channels, H x W = spatial 
 """
 
 import math
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -13,9 +14,14 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 from transformers.activations import ACT2FN
+from transformers.utils import ModelOutput
 
 __all__ = [
     "IVGFEncoder",
+    "IVGFEncoderOutput",
+    "init_encoder_weights",
+    "get_2d_sincos_pos_embed",
+    "resize_relative_position_table",
     "IVGFPatchEmbed",
     "IVGFConvBlock",
     "IVGFTransformerBlock",
@@ -99,6 +105,37 @@ def relative_position_index(height: int, width: int, device=None) -> torch.Tenso
     return (relative[0] + height - 1) * (2 * width - 1) + (relative[1] + width - 1)
 
 
+def resize_relative_position_table(table: torch.Tensor, old_grid: tuple, new_grid: tuple) -> torch.Tensor:
+    """Resize a relative position table ((2h-1)*(2w-1), heads) from ``old_grid`` (h, w) to ``new_grid``: bilinear."""
+    (h, w), (new_h, new_w) = old_grid, new_grid
+    if (h, w) == (new_h, new_w):
+        return table
+    heads = table.shape[1]
+    grid = table.T.reshape(1, heads, 2 * h - 1, 2 * w - 1)
+    grid = F.interpolate(grid, size=(2 * new_h - 1, 2 * new_w - 1), mode="bilinear", align_corners=False)
+    return grid.reshape(heads, -1).T
+
+
+def get_2d_sincos_pos_embed(dim: int, height: int, width: int) -> torch.Tensor:
+    """MAE's fixed 2-D sin-cos table (1, height*width, dim), computed in float64 and returned as float32.
+
+    The first half of the channels encodes the column (x), the second half the row (y); within each half the
+    first quarter of ``dim`` is sin and the next is cos, with frequencies 10000^(-k / (dim/4)).
+    """
+    if dim % 4:
+        raise ValueError(f"sin-cos position embedding needs a width divisible by 4, got {dim}")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))
+    rows, cols = torch.meshgrid(
+        torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64), indexing="ij"
+    )
+
+    def encode(positions):
+        angles = positions.reshape(-1, 1) * omega
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    return torch.cat([encode(cols), encode(rows)], dim=1).float().unsqueeze(0)
+
+
 class IVGFAttention(nn.Module):
     """Multi-head self-attention with a fused qkv projection, computed by ``scaled_dot_product_attention``.
 
@@ -119,12 +156,7 @@ class IVGFAttention(nn.Module):
 
     def relative_position_bias(self, height: int, width: int) -> torch.Tensor:
         """The additive attention bias (1, heads, N, N) for an height x width token grid."""
-        table = self.relative_position_bias_table
-        h, w = self.grid_size
-        if (height, width) != (h, w):
-            grid = table.T.reshape(1, self.num_heads, 2 * h - 1, 2 * w - 1)
-            grid = F.interpolate(grid, size=(2 * height - 1, 2 * width - 1), mode="bilinear", align_corners=False)
-            table = grid.reshape(self.num_heads, -1).T
+        table = resize_relative_position_table(self.relative_position_bias_table, self.grid_size, (height, width))
         index = relative_position_index(height, width, device=table.device)
         return table[index.reshape(-1)].reshape(height * width, height * width, -1).permute(2, 0, 1).unsqueeze(0)
 
@@ -197,6 +229,21 @@ class IVGFStage4Projection(nn.Module):
         return self.act(self.norm(self.conv(x)))
 
 
+@dataclass
+class IVGFEncoderOutput(ModelOutput):
+    """Output of one encoder.
+
+    Args:
+        feature_maps (`tuple[torch.FloatTensor]`): F1..F4, shapes (B, C1, H/4, W/4), (B, C2, H/8, W/8),
+            (B, C3, H/16, W/16), (B, C3, floor((H/16 - 3)/2) + 1, same for W).
+        hidden_states (`tuple[torch.FloatTensor]`, *optional*): transformer-stage tokens (B, N, C3): the
+            embedded input, then the output of each block.
+    """
+
+    feature_maps: Optional[tuple] = None
+    hidden_states: Optional[tuple] = None
+
+
 class IVGFEncoder(nn.Module):
     """One modality's encoder. ``forward`` gives the four maps F1..F4 (strides 4, 8, 16, 32).
 
@@ -222,7 +269,7 @@ class IVGFEncoder(nn.Module):
         self.num_channels = settings["num_channels"]
         self.stride = patches[0] * patches[1] * patches[2]
         self.pretrain_grid = settings["pretrain_image_size"] // self.stride
-        rates = torch.linspace(0, settings["drop_path_rate"], sum(depths)).tolist()
+        rates = torch.linspace(0, settings["drop_path_rate"], sum(depths), device="cpu").tolist()
         eps = conv_layer_norm_eps
 
         self.patch_embed1 = IVGFPatchEmbed(self.num_channels, dims[0], patches[0], eps, act)
@@ -304,8 +351,8 @@ class IVGFEncoder(nn.Module):
         """(B, C, h, w) -> (B, N, C)."""
         return feature_map.flatten(2).transpose(1, 2)
 
-    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False) -> tuple:
-        """(B, C_in, H, W) -> (feature_maps F1..F4, per-block tokens of the transformer stage or None)."""
+    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False) -> IVGFEncoderOutput:
+        """(B, C_in, H, W) -> F1..F4 and, on request, the transformer stage's per-block tokens."""
         self.check_pixel_values(pixel_values)
         f1 = self.stage1(pixel_values)
         f2 = self.stage2(f1)
@@ -317,4 +364,35 @@ class IVGFEncoder(nn.Module):
                 hidden_states.append(tokens)
         f3 = self.tokens_to_map(tokens, grid)
         f4 = self.stage4(f3)
-        return (f1, f2, f3, f4), (tuple(hidden_states) if output_hidden_states else None)
+        return IVGFEncoderOutput(
+            feature_maps=(f1, f2, f3, f4), hidden_states=tuple(hidden_states) if output_hidden_states else None
+        )
+
+
+@torch.no_grad()
+def init_encoder_weights(module: nn.Module, std: float) -> None:
+    """Initialise the parameters that ``module`` directly owns (the rule every IVGF model uses).
+
+    Linear / conv weights: truncated normal (std), biases 0; norms: weight 1, bias 0, running stats reset;
+    layer-scale: its init value; relative position tables: 0 (as ConvMAE's segmentation wrapper); the absolute
+    position embedding: MAE's fixed 2-D sin-cos table.
+    """
+    if isinstance(module, (nn.Linear, nn.Conv2d)):
+        nn.init.trunc_normal_(module.weight, std=std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d, nn.SyncBatchNorm)):
+        if module.weight is not None:
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        if getattr(module, "running_mean", None) is not None:
+            module.running_mean.zero_()
+            module.running_var.fill_(1.0)
+            module.num_batches_tracked.zero_()
+    elif isinstance(module, IVGFLayerScale):
+        nn.init.constant_(module.gamma, module.init_value)
+    elif isinstance(module, IVGFAttention) and module.grid_size is not None:
+        nn.init.zeros_(module.relative_position_bias_table)
+    elif isinstance(module, IVGFEncoder):
+        side = math.isqrt(module.pos_embed.shape[1])
+        module.pos_embed.copy_(get_2d_sincos_pos_embed(module.pos_embed.shape[2], side, side))
