@@ -4,6 +4,22 @@ This ``__init__`` is package glue for the pip install and is never copied to the
 """
 
 from .configuration_ivgf import IVGFConfig
-from .encoder_ivgf import IVGFEncoder
+from .encoder_ivgf import IVGFEncoder, IVGFEncoderOutput
+from .modeling_ivgf import (
+    IVGFBackbone,
+    IVGFForSemanticSegmentation,
+    IVGFModel,
+    IVGFModelOutput,
+    IVGFPreTrainedModel,
+)
 
-__all__ = ["IVGFConfig", "IVGFEncoder"]
+__all__ = [
+    "IVGFConfig",
+    "IVGFEncoder",
+    "IVGFEncoderOutput",
+    "IVGFPreTrainedModel",
+    "IVGFModel",
+    "IVGFModelOutput",
+    "IVGFBackbone",
+    "IVGFForSemanticSegmentation",
+]

@@ -1,0 +1,341 @@
+"""The IVGF fusion modules (paper section III-B to III-D): feature enhancement (FEM, eq. 1-13), token enhancement
+(TEM, eq. 14-17) and attention-guided fusion (AGF, eq. 18-20), plus the summation baseline.
+
+The paper writes x = infrared and y = visible; every module here takes and returns ``(visible, infrared)`` in that
+order. Shapes use B = batch, C = channels, H x W = spatial size, N = H*W tokens.
+
+Weights are allocated here and initialised by the model's ``_init_weights``: standard Linear / Conv / LayerNorm
+modules follow the model's default rule, and the one parameter with a special initial value lives in a leaf module
+(:class:`IVGFPromptLogitBias`) handled by :func:`init_fusion_weights`.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "IVGFFeatureEnhancement",
+    "IVGFTokenEnhancement",
+    "IVGFAttentionGuidedFusion",
+    "IVGFSumFusion",
+    "IVGFSpatialWeight",
+    "IVGFChannelWeight",
+    "IVGFPromptLogitBias",
+    "IVGFMergeBlock",
+    "FEM_MODES",
+    "TEM_INITIAL_PROMPT",
+    "init_fusion_weights",
+]
+
+FEM_MODES = ("parallel", "serial", "channel", "spatial")
+
+# Value of both importance prompts (eq. 15) at initialisation: tokens start at 98% of their pretrained value.
+TEM_INITIAL_PROMPT = 0.98
+
+
+def _check_pair(visible: torch.Tensor, infrared: torch.Tensor, ndim: int, channels: int, layout: str):
+    """Raise a ValueError naming the problem unless both tensors are ``ndim``-d, equal-shaped, with ``channels``."""
+    for name, tensor in (("visible", visible), ("infrared", infrared)):
+        if tensor.ndim != ndim:
+            raise ValueError(f"{name} must be {layout}, got shape {tuple(tensor.shape)}")
+    if visible.shape != infrared.shape:
+        raise ValueError(
+            f"visible and infrared must have the same shape, got {tuple(visible.shape)} and {tuple(infrared.shape)}"
+        )
+    channel_dim = 1 if ndim == 4 else -1
+    if channels is not None and visible.shape[channel_dim] != channels:
+        raise ValueError(f"expected {channels} channels in {layout}, got shape {tuple(visible.shape)}")
+
+
+def _reduced(channels: int, reduction: int, name: str) -> int:
+    """Width of a bottleneck ``channels // reduction`` (at least 1)."""
+    if channels < 1:
+        raise ValueError(f"channels must be positive, got {channels}")
+    if reduction < 1:
+        raise ValueError(f"{name} must be a positive integer, got {reduction}")
+    return max(1, channels // reduction)
+
+
+class IVGFSpatialWeight(nn.Module):
+    """Spatial weights of one modality (eq. 1-2): sigmoid(conv1x1(relu(conv1x1(F)))), C -> C/r -> 1.
+
+    (B, C, H, W) -> (B, 1, H, W) in (0, 1).
+    """
+
+    def __init__(self, channels: int, reduction: int):
+        super().__init__()
+        hidden = _reduced(channels, reduction, "spatial_reduction")
+        self.conv1 = nn.Conv2d(channels, hidden, kernel_size=1)
+        self.act = nn.ReLU()
+        self.conv2 = nn.Conv2d(hidden, 1, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.conv2(self.act(self.conv1(x))))
+
+
+class IVGFChannelWeight(nn.Module):
+    """Channel attention of one modality (eq. 7-9): the adaptive average- and max-pooled vectors are concatenated
+    (2C) and passed through linear (2C -> C/r) -> ReLU -> linear (C/r -> C) -> sigmoid.
+
+    (B, C, H, W) -> (B, C, 1, 1) in (0, 1).
+    """
+
+    def __init__(self, channels: int, reduction: int):
+        super().__init__()
+        hidden = _reduced(channels, reduction, "channel_reduction")
+        self.fc1 = nn.Linear(2 * channels, hidden)
+        self.act = nn.ReLU()
+        self.fc2 = nn.Linear(hidden, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+        return torch.sigmoid(self.fc2(self.act(self.fc1(pooled))))[:, :, None, None]
+
+
+class IVGFFeatureEnhancement(nn.Module):
+    """Feature-enhancement module (FEM, eq. 1-13) on one scale's maps; each modality has its own weights.
+
+    With W_s the spatial weights (:class:`IVGFSpatialWeight`) and W_c the channel weights
+    (:class:`IVGFChannelWeight`) of a modality, the modes give, for the visible output (the infrared output swaps
+    the roles of the two modalities):
+
+    - ``"parallel"`` (the paper, eq. 12): ``vis + ir * W_s(ir) + vis * W_c(vis)``;
+    - ``"serial"``: spatial integration first, then channel attention on its result,
+      ``S = vis + ir * W_s(ir)``, output ``S + S * W_c(S)``;
+    - ``"channel"`` (channel attention only, the residual form of eq. 12 without the cross term):
+      ``vis + vis * W_c(vis)``; it never reads the other modality;
+    - ``"spatial"`` (spatial integration only, eq. 5): ``vis + ir * W_s(ir)``.
+
+    Only the branches a mode uses are allocated. Input and output: two (B, C, H, W) maps.
+    """
+
+    def __init__(self, channels: int, spatial_reduction: int, channel_reduction: int, mode: str):
+        super().__init__()
+        if mode not in FEM_MODES:
+            raise ValueError(f"mode must be one of {FEM_MODES}, got {mode!r}")
+        self.channels = channels
+        self.mode = mode
+        if mode != "channel":
+            self.spatial_visible = IVGFSpatialWeight(channels, spatial_reduction)
+            self.spatial_infrared = IVGFSpatialWeight(channels, spatial_reduction)
+        if mode != "spatial":
+            self.channel_visible = IVGFChannelWeight(channels, channel_reduction)
+            self.channel_infrared = IVGFChannelWeight(channels, channel_reduction)
+
+    def forward(self, visible: torch.Tensor, infrared: torch.Tensor) -> tuple:
+        _check_pair(visible, infrared, 4, self.channels, "(batch, channels, height, width)")
+        if self.mode == "channel":
+            return (
+                visible + visible * self.channel_visible(visible),
+                infrared + infrared * self.channel_infrared(infrared),
+            )
+        # Cross-modality spatial integration (eq. 3-6): each output receives the other modality's gated features.
+        visible_spatial = visible + infrared * self.spatial_infrared(infrared)
+        infrared_spatial = infrared + visible * self.spatial_visible(visible)
+        if self.mode == "spatial":
+            return visible_spatial, infrared_spatial
+        if self.mode == "serial":
+            return (
+                visible_spatial + visible_spatial * self.channel_visible(visible_spatial),
+                infrared_spatial + infrared_spatial * self.channel_infrared(infrared_spatial),
+            )
+        return (
+            visible_spatial + visible * self.channel_visible(visible),
+            infrared_spatial + infrared * self.channel_infrared(infrared),
+        )
+
+
+class IVGFPromptLogitBias(nn.Module):
+    """Learnable offset added to the pooled prompt logits (one per modality), initialised to logit(initial_prompt).
+
+    (..., num_prompts) -> (..., num_prompts).
+    """
+
+    def __init__(self, num_prompts: int, initial_prompt: float):
+        super().__init__()
+        if not 0.0 < initial_prompt < 1.0:
+            raise ValueError(f"initial_prompt must lie in (0, 1), got {initial_prompt}")
+        self.initial_logit = math.log(initial_prompt / (1.0 - initial_prompt))
+        self.bias = nn.Parameter(torch.empty(num_prompts))
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits + self.bias
+
+
+class IVGFTokenEnhancement(nn.Module):
+    """Token-enhancement module (TEM, eq. 14-17) on the transformer stage's tokens.
+
+    ``Phi = Linear(LayerNorm(cat(visible, infrared)))`` (2C -> hidden_size, eq. 14). A mixture of ``num_adapters``
+    bottleneck adapters (hidden -> bottleneck -> GELU -> hidden), mixed per token by a dense softmax router over
+    ``Linear(Phi)`` (TC-MoA style, without top-k sparsity or noise), adds a residual: ``features = Phi + MoA(Phi)``.
+    Adaptive average pooling of the feature dimension to 2 channels, plus a learnable per-modality logit offset,
+    then a sigmoid give the importance prompts (B, N, 1) of the visible (channel 0) and infrared (channel 1)
+    tokens (eq. 15); each modality's tokens are multiplied by their prompt (eq. 16-17). Tokens never mix: the
+    output for token i depends only on token i of both inputs.
+
+    The adapters are computed together: the down projections of all adapters form one Linear (hidden -> K *
+    bottleneck), and the up projections one Linear (K * bottleneck -> hidden) applied to the router-weighted
+    activations, which equals the router-weighted sum of the adapters' outputs. The adapters share the output bias
+    (the router weights sum to 1, so per-adapter biases would only add a router-weighted bias).
+
+    Initialisation: the logit offset starts at logit(``TEM_INITIAL_PROMPT``) = logit(0.98), and the pooled
+    features of default-initialised layers (weights of std ``initializer_range``) are small next to it, so both
+    prompts start close to 0.98 for every token: the pretrained encoders' tokens pass nearly unchanged at step 0,
+    while the sigmoid is not so saturated that the prompts cannot learn.
+
+    Input and output: two (B, N, C) token tensors.
+    """
+
+    def __init__(self, dim: int, hidden_size: int, num_adapters: int, bottleneck: int, eps: float):
+        super().__init__()
+        sizes = {"dim": dim, "num_adapters": num_adapters, "bottleneck": bottleneck}
+        for name, value in sizes.items():
+            if value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value}")
+        if hidden_size < 2:
+            raise ValueError(f"hidden_size must be at least 2 (it is pooled to two prompts), got {hidden_size}")
+        self.dim = dim
+        self.num_adapters = num_adapters
+        self.bottleneck = bottleneck
+        self.norm = nn.LayerNorm(2 * dim, eps=eps)
+        self.reduction = nn.Linear(2 * dim, hidden_size)
+        self.router = nn.Linear(hidden_size, num_adapters)
+        self.adapters_down = nn.Linear(hidden_size, num_adapters * bottleneck)
+        self.act = nn.GELU()
+        self.adapters_up = nn.Linear(num_adapters * bottleneck, hidden_size)
+        self.prompt_bias = IVGFPromptLogitBias(2, TEM_INITIAL_PROMPT)
+
+    def prompts(self, visible_tokens: torch.Tensor, infrared_tokens: torch.Tensor) -> torch.Tensor:
+        """The importance prompts (B, N, 2) in (0, 1): channel 0 visible, channel 1 infrared."""
+        phi = self.reduction(self.norm(torch.cat([visible_tokens, infrared_tokens], dim=-1)))
+        gates = torch.softmax(self.router(phi), dim=-1)
+        hidden = self.act(self.adapters_down(phi)).unflatten(-1, (self.num_adapters, self.bottleneck))
+        features = phi + self.adapters_up((hidden * gates.unsqueeze(-1)).flatten(-2))
+        return torch.sigmoid(self.prompt_bias(F.adaptive_avg_pool1d(features, 2)))
+
+    def forward(self, visible_tokens: torch.Tensor, infrared_tokens: torch.Tensor) -> tuple:
+        _check_pair(visible_tokens, infrared_tokens, 3, self.dim, "(batch, tokens, channels)")
+        prompts = self.prompts(visible_tokens, infrared_tokens)
+        return visible_tokens * prompts[..., 0:1], infrared_tokens * prompts[..., 1:2]
+
+
+class IVGFMergeBlock(nn.Module):
+    """Merge module M of eq. 20: 1x1 conv (2C -> C) -> 3x3 conv (C -> C) -> ReLU -> 1x1 conv (C -> C).
+
+    (B, 2C, H, W) -> (B, C, H, W).
+    """
+
+    def __init__(self, in_channels: int, channels: int):
+        super().__init__()
+        self.reduce = nn.Conv2d(in_channels, channels, kernel_size=1)
+        self.conv = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+        self.act = nn.ReLU()
+        self.proj = nn.Conv2d(channels, channels, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.act(self.conv(self.reduce(x))))
+
+
+class IVGFAttentionGuidedFusion(nn.Module):
+    """Attention-guided fusion (AGF, eq. 18-20): multi-head cross-attention both ways, then the merge module.
+
+    Each modality has a query projection (C -> C) and a fused key/value projection (C -> 2C). Visible queries
+    attend to infrared keys/values and infrared queries to visible keys/values, through
+    ``scaled_dot_product_attention`` (scale 1/sqrt(C / num_heads)), so the N x N attention matrix is never
+    materialised and memory grows linearly with the number of tokens. The two results are concatenated
+    (visible-query result first) into a (B, 2C, H, W) map and merged by :class:`IVGFMergeBlock`. There is no
+    separate output projection: the merge's first 1x1 convolution plays that role.
+
+    ``kv_stride > 1`` average-pools the maps that give keys and values by that stride (ceil mode, partial windows
+    averaged over their valid pixels) before the projection, for very large inputs; 1 is exact attention. Pooling
+    before the projection equals pooling the projected keys/values (both are linear), and the parameters are the
+    same for every stride.
+
+    Inputs: two (B, C, H, W) maps; output (B, C, H, W), channels-last in memory (the token layout is reshaped to a
+    map without a copy; values do not depend on the input's memory format).
+    """
+
+    def __init__(self, channels: int, num_heads: int, kv_stride: int = 1):
+        super().__init__()
+        if channels < 1 or num_heads < 1 or channels % num_heads:
+            raise ValueError(f"channels ({channels}) must be a positive multiple of num_heads ({num_heads})")
+        if kv_stride < 1:
+            raise ValueError(f"kv_stride must be a positive integer, got {kv_stride}")
+        self.channels = channels
+        self.num_heads = num_heads
+        self.head_dim = channels // num_heads
+        self.kv_stride = kv_stride
+        self.visible_query = nn.Linear(channels, channels)
+        self.visible_key_value = nn.Linear(channels, 2 * channels)
+        self.infrared_query = nn.Linear(channels, channels)
+        self.infrared_key_value = nn.Linear(channels, 2 * channels)
+        self.merge = IVGFMergeBlock(2 * channels, channels)
+
+    @staticmethod
+    def to_tokens(feature_map: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, H*W, C), row-major; a view for channels-last input."""
+        batch, channels = feature_map.shape[:2]
+        return feature_map.permute(0, 2, 3, 1).reshape(batch, -1, channels)
+
+    def split_heads(self, x: torch.Tensor, parts: int) -> tuple:
+        """(B, N, parts*C) -> ``parts`` views of shape (B, heads, N, head_dim)."""
+        x = x.unflatten(-1, (parts, self.num_heads, self.head_dim))
+        return tuple(part.transpose(1, 2) for part in x.unbind(2))
+
+    def key_value_tokens(self, feature_map: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The tokens that give keys and values: ``tokens`` itself, or the pooled map's tokens if kv_stride > 1."""
+        if self.kv_stride == 1:
+            return tokens
+        pooled = F.avg_pool2d(feature_map, self.kv_stride, stride=self.kv_stride, ceil_mode=True)
+        return self.to_tokens(pooled)
+
+    def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """Multi-head attention (B, heads, N, d) x (B, heads, M, d) -> (B, heads, N, d), memory linear in N, M."""
+        return F.scaled_dot_product_attention(query, key, value)
+
+    def forward(self, visible: torch.Tensor, infrared: torch.Tensor) -> torch.Tensor:
+        _check_pair(visible, infrared, 4, self.channels, "(batch, channels, height, width)")
+        batch, _, height, width = visible.shape
+        visible_tokens, infrared_tokens = self.to_tokens(visible), self.to_tokens(infrared)
+        (visible_query,) = self.split_heads(self.visible_query(visible_tokens), 1)
+        (infrared_query,) = self.split_heads(self.infrared_query(infrared_tokens), 1)
+        visible_key, visible_value = self.split_heads(
+            self.visible_key_value(self.key_value_tokens(visible, visible_tokens)), 2
+        )
+        infrared_key, infrared_value = self.split_heads(
+            self.infrared_key_value(self.key_value_tokens(infrared, infrared_tokens)), 2
+        )
+        visible_attended = self.attend(visible_query, infrared_key, infrared_value)  # eq. 19 (y queries x)
+        infrared_attended = self.attend(infrared_query, visible_key, visible_value)  # eq. 18 (x queries y)
+        # (B, heads, N, d) x 2 -> (B, N, 2*heads, d): one copy, after which the map is a free view.
+        fused = torch.cat([visible_attended.transpose(1, 2), infrared_attended.transpose(1, 2)], dim=2)
+        fused_map = fused.reshape(batch, height, width, 2 * self.channels).permute(0, 3, 1, 2)
+        return self.merge(fused_map)
+
+
+class IVGFSumFusion(nn.Module):
+    """The paper's baseline fusion when AGF is off: visible + infrared, any equal shapes."""
+
+    def forward(self, visible: torch.Tensor, infrared: torch.Tensor) -> torch.Tensor:
+        if visible.shape != infrared.shape:
+            raise ValueError(
+                f"visible and infrared must have the same shape, got {tuple(visible.shape)} and "
+                f"{tuple(infrared.shape)}"
+            )
+        return visible + infrared
+
+
+@torch.no_grad()
+def init_fusion_weights(module: nn.Module, std: float) -> bool:
+    """Initialise ``module`` if it is one of this file's leaf modules with a non-default init; True if handled.
+
+    The model's ``_init_weights`` calls this first and applies its default rule (Linear / Conv weights truncated
+    normal of std ``initializer_range``, biases 0, LayerNorm 1 / 0) when it returns False. ``std`` is that
+    ``initializer_range``; the leaf modules here start from constants and do not use it.
+    """
+    if isinstance(module, IVGFPromptLogitBias):
+        nn.init.constant_(module.bias, module.initial_logit)
+        return True
+    return False
