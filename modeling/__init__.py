@@ -5,6 +5,7 @@ This ``__init__`` is package glue for the pip install and is never copied to the
 
 from .configuration_ivgf import IVGFConfig
 from .encoder_ivgf import IVGFEncoder, IVGFEncoderOutput
+from .image_processing_ivgf import IVGFImageProcessor
 from .modeling_ivgf import (
     IVGFBackbone,
     IVGFForSemanticSegmentation,
@@ -17,6 +18,7 @@ __all__ = [
     "IVGFConfig",
     "IVGFEncoder",
     "IVGFEncoderOutput",
+    "IVGFImageProcessor",
     "IVGFPreTrainedModel",
     "IVGFModel",
     "IVGFModelOutput",

@@ -119,6 +119,30 @@ class IVGFConfig(PretrainedConfig):
             Whether the auxiliary head concatenates its input with its output before classification.
         semantic_loss_ignore_index (`int`, *optional*, defaults to 255):
             Label value ignored by the segmentation loss.
+        fpn_channels (`int`, *optional*, defaults to 256):
+            Channels of the detection feature pyramid (P2-P6, P6 by max-pooling P5).
+        anchor_sizes (`list[int]`, *optional*, defaults to `[32, 64, 128, 256, 512]`):
+            Anchor size (pixels) on each pyramid level P2..P6 (MMDetection's scale 8 x strides 4..64).
+        anchor_aspect_ratios (`list[float]`, *optional*, defaults to `[0.5, 1.0, 2.0]`):
+            Anchor aspect ratios (height / width) on every level.
+        rpn_pre_nms_top_n_train, rpn_pre_nms_top_n_test (`int`, *optional*, default to 2000 and 1000):
+            Proposals kept per level before the RPN's NMS.
+        rpn_post_nms_top_n_train, rpn_post_nms_top_n_test (`int`, *optional*, default to 1000 and 1000):
+            Proposals kept per image after the RPN's NMS.
+        rpn_nms_threshold (`float`, *optional*, defaults to 0.7): IoU threshold of the RPN's NMS.
+        rpn_fg_iou_threshold, rpn_bg_iou_threshold (`float`, *optional*, default to 0.7 and 0.3):
+            Anchor IoU above which an anchor is positive / below which it is negative.
+        rpn_batch_size_per_image (`int`, *optional*, defaults to 256): anchors sampled per image for the RPN loss.
+        rpn_positive_fraction (`float`, *optional*, defaults to 0.5): share of positives among them.
+        box_fg_iou_threshold, box_bg_iou_threshold (`float`, *optional*, default to 0.5 and 0.5):
+            Proposal IoU thresholds of the RoI heads.
+        box_batch_size_per_image (`int`, *optional*, defaults to 512): proposals sampled per image for the box loss.
+        box_positive_fraction (`float`, *optional*, defaults to 0.25): share of positives among them.
+        box_score_threshold (`float`, *optional*, defaults to 0.05): minimum score of a returned detection.
+        box_nms_threshold (`float`, *optional*, defaults to 0.5): IoU threshold of the per-class NMS.
+        box_detections_per_image (`int`, *optional*, defaults to 100): detections returned per image.
+        use_mask_head (`bool`, *optional*, defaults to `False`):
+            Mask R-CNN's mask branch (trained only when instance masks are given).
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the truncated normal initialiser of linear and convolution weights.
 
@@ -183,6 +207,26 @@ class IVGFConfig(PretrainedConfig):
         auxiliary_num_convs=1,
         auxiliary_concat_input=False,
         semantic_loss_ignore_index=255,
+        fpn_channels=256,
+        anchor_sizes=(32, 64, 128, 256, 512),
+        anchor_aspect_ratios=(0.5, 1.0, 2.0),
+        rpn_pre_nms_top_n_train=2000,
+        rpn_pre_nms_top_n_test=1000,
+        rpn_post_nms_top_n_train=1000,
+        rpn_post_nms_top_n_test=1000,
+        rpn_nms_threshold=0.7,
+        rpn_fg_iou_threshold=0.7,
+        rpn_bg_iou_threshold=0.3,
+        rpn_batch_size_per_image=256,
+        rpn_positive_fraction=0.5,
+        box_fg_iou_threshold=0.5,
+        box_bg_iou_threshold=0.5,
+        box_batch_size_per_image=512,
+        box_positive_fraction=0.25,
+        box_score_threshold=0.05,
+        box_nms_threshold=0.5,
+        box_detections_per_image=100,
+        use_mask_head=False,
         initializer_range=0.02,
         **kwargs,
     ):
@@ -233,6 +277,26 @@ class IVGFConfig(PretrainedConfig):
         self.auxiliary_num_convs = auxiliary_num_convs
         self.auxiliary_concat_input = auxiliary_concat_input
         self.semantic_loss_ignore_index = semantic_loss_ignore_index
+        self.fpn_channels = fpn_channels
+        self.anchor_sizes = list(anchor_sizes)
+        self.anchor_aspect_ratios = [float(r) for r in anchor_aspect_ratios]
+        self.rpn_pre_nms_top_n_train = rpn_pre_nms_top_n_train
+        self.rpn_pre_nms_top_n_test = rpn_pre_nms_top_n_test
+        self.rpn_post_nms_top_n_train = rpn_post_nms_top_n_train
+        self.rpn_post_nms_top_n_test = rpn_post_nms_top_n_test
+        self.rpn_nms_threshold = rpn_nms_threshold
+        self.rpn_fg_iou_threshold = rpn_fg_iou_threshold
+        self.rpn_bg_iou_threshold = rpn_bg_iou_threshold
+        self.rpn_batch_size_per_image = rpn_batch_size_per_image
+        self.rpn_positive_fraction = rpn_positive_fraction
+        self.box_fg_iou_threshold = box_fg_iou_threshold
+        self.box_bg_iou_threshold = box_bg_iou_threshold
+        self.box_batch_size_per_image = box_batch_size_per_image
+        self.box_positive_fraction = box_positive_fraction
+        self.box_score_threshold = box_score_threshold
+        self.box_nms_threshold = box_nms_threshold
+        self.box_detections_per_image = box_detections_per_image
+        self.use_mask_head = use_mask_head
         self.initializer_range = initializer_range
         super().__init__(**kwargs)
         self._validate()
@@ -297,6 +361,8 @@ class IVGFConfig(PretrainedConfig):
                     raise ValueError(f"tem_layers {bad} are outside the transformer blocks 1..{depth}")
         if len(self.agf_num_heads) != 4 or len(self.agf_kv_stride) != 4:
             raise ValueError("agf_num_heads and agf_kv_stride need one entry per scale (4)")
+        if len(self.anchor_sizes) != 5:
+            raise ValueError(f"anchor_sizes needs one size per pyramid level P2..P6 (5), got {self.anchor_sizes}")
         for channels, heads in zip(self.feature_channels, self.agf_num_heads):
             if channels % heads:
                 raise ValueError(f"AGF: {channels} channels are not divisible by {heads} heads")
