@@ -45,7 +45,7 @@ def _check_pair(visible: torch.Tensor, infrared: torch.Tensor, ndim: int, channe
             f"visible and infrared must have the same shape, got {tuple(visible.shape)} and {tuple(infrared.shape)}"
         )
     channel_dim = 1 if ndim == 4 else -1
-    if channels is not None and visible.shape[channel_dim] != channels:
+    if visible.shape[channel_dim] != channels:
         raise ValueError(f"expected {channels} channels in {layout}, got shape {tuple(visible.shape)}")
 
 

@@ -147,8 +147,10 @@ def test_gradient_checkpointing_matches_plain_forward():
         return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
     plain_loss, plain_grads = loss_and_grads()
-    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable  # v5 / v4
-    enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers 5.x
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     assert model.ivgf.gradient_checkpointing
     checkpointed_loss, checkpointed_grads = loss_and_grads()
     assert torch.allclose(plain_loss, checkpointed_loss, atol=1e-6)

@@ -1,0 +1,527 @@
+"""Tests of the IVGF fusion modules (FEM eq. 1-13, TEM eq. 14-17, AGF eq. 18-20) on small CPU tensors."""
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ivgf_hf.modeling.fusion_ivgf import (
+    FEM_MODES,
+    TEM_INITIAL_PROMPT,
+    IVGFAttentionGuidedFusion,
+    IVGFFeatureEnhancement,
+    IVGFPromptLogitBias,
+    IVGFSumFusion,
+    IVGFTokenEnhancement,
+    init_fusion_weights,
+)
+
+
+def default_init(module: nn.Module, std: float = 0.02) -> nn.Module:
+    """The model's ``_init_weights`` rule applied to every sub-module: fusion leaf modules first, then the default
+    (Linear / Conv weights truncated normal, biases 0, LayerNorm 1 / 0)."""
+    with torch.no_grad():
+        for sub in module.modules():
+            if init_fusion_weights(sub, std):
+                continue
+            if isinstance(sub, (nn.Linear, nn.Conv2d)):
+                nn.init.trunc_normal_(sub.weight, std=std)
+                if sub.bias is not None:
+                    nn.init.zeros_(sub.bias)
+            elif isinstance(sub, nn.LayerNorm):
+                nn.init.ones_(sub.weight)
+                nn.init.zeros_(sub.bias)
+    return module
+
+
+def build(cls, *args, std: float = 0.02, seed: int = 0, **kwargs) -> nn.Module:
+    torch.manual_seed(seed)
+    return default_init(cls(*args, **kwargs), std)
+
+
+def pair(*shape, seed: int = 1):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=generator), torch.randn(*shape, generator=generator)
+
+
+def assert_all_parameters_get_gradients(module: nn.Module, outputs):
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    generator = torch.Generator().manual_seed(5)
+    loss = sum((out * torch.randn(out.shape, generator=generator)).sum() for out in outputs)
+    loss.backward()
+    for name, param in module.named_parameters():
+        assert param.grad is not None, f"{name} got no gradient"
+        assert torch.isfinite(param.grad).all(), f"{name} has a non-finite gradient"
+        assert param.grad.abs().sum() > 0, f"{name} has an all-zero gradient"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Initialisation
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        lambda: IVGFFeatureEnhancement(8, 2, 2, "parallel"),
+        lambda: IVGFFeatureEnhancement(8, 2, 2, "serial"),
+        lambda: IVGFTokenEnhancement(8, 12, 3, 4, 1e-6),
+        lambda: IVGFAttentionGuidedFusion(8, 2, kv_stride=2),
+    ],
+)
+def test_default_rule_and_init_fusion_weights_cover_every_parameter(module):
+    module = module()
+    with torch.no_grad():
+        for param in module.parameters():
+            param.fill_(float("nan"))
+    default_init(module)
+    for name, param in module.named_parameters():
+        assert torch.isfinite(param).all(), f"{name} is not initialised by the default rule or init_fusion_weights"
+
+
+def test_init_fusion_weights_handles_only_its_leaf_modules():
+    bias = IVGFPromptLogitBias(2, 0.75)
+    assert init_fusion_weights(bias, 0.02) is True
+    torch.testing.assert_close(bias.bias, torch.full((2,), math.log(3.0)))
+    assert init_fusion_weights(nn.Linear(2, 2), 0.02) is False
+    assert init_fusion_weights(IVGFTokenEnhancement(4, 4, 2, 2, 1e-6), 0.02) is False
+
+
+# --------------------------------------------------------------------------------------------------------------
+# FEM (eq. 1-13)
+
+
+def spatial_weight_by_hand(branch, x):
+    """Eq. 1-2 written out: sigmoid(w2 relu(w1 x + b1) + b2) per pixel."""
+    def conv1x1(conv, t):
+        return torch.einsum("oc,bchw->bohw", conv.weight[:, :, 0, 0], t) + conv.bias[:, None, None]
+
+    return torch.sigmoid(conv1x1(branch.conv2, torch.relu(conv1x1(branch.conv1, x))))
+
+
+def channel_weight_by_hand(branch, x):
+    """Eq. 7-9 written out: sigmoid(fc2 relu(fc1 [avg; max])) per channel."""
+    pooled = torch.cat([x.flatten(2).mean(-1), x.flatten(2).max(-1).values], dim=1)
+    hidden = torch.relu(pooled @ branch.fc1.weight.T + branch.fc1.bias)
+    return torch.sigmoid(hidden @ branch.fc2.weight.T + branch.fc2.bias)[:, :, None, None]
+
+
+def fem_by_hand(fem, vis, ir):
+    """The documented formula of every mode (visible output first)."""
+    if fem.mode == "channel":
+        return (
+            vis + vis * channel_weight_by_hand(fem.channel_visible, vis),
+            ir + ir * channel_weight_by_hand(fem.channel_infrared, ir),
+        )
+    vis_s = vis + ir * spatial_weight_by_hand(fem.spatial_infrared, ir)  # eq. 5 with x = ir, y = vis
+    ir_s = ir + vis * spatial_weight_by_hand(fem.spatial_visible, vis)  # eq. 6
+    if fem.mode == "spatial":
+        return vis_s, ir_s
+    if fem.mode == "serial":
+        return (
+            vis_s + vis_s * channel_weight_by_hand(fem.channel_visible, vis_s),
+            ir_s + ir_s * channel_weight_by_hand(fem.channel_infrared, ir_s),
+        )
+    return (
+        vis_s + vis * channel_weight_by_hand(fem.channel_visible, vis),  # eq. 12-13
+        ir_s + ir * channel_weight_by_hand(fem.channel_infrared, ir),
+    )
+
+
+@pytest.mark.parametrize("mode", FEM_MODES)
+def test_fem_matches_the_formula_of_each_mode(mode):
+    fem = build(IVGFFeatureEnhancement, 8, 2, 2, mode, std=0.3)
+    vis, ir = pair(2, 8, 5, 6)
+    out = fem(vis, ir)
+    expected = fem_by_hand(fem, vis, ir)
+    for got, want in zip(out, expected):
+        assert got.shape == (2, 8, 5, 6)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "mode, branches",
+    [
+        ("parallel", {"spatial_visible", "spatial_infrared", "channel_visible", "channel_infrared"}),
+        ("serial", {"spatial_visible", "spatial_infrared", "channel_visible", "channel_infrared"}),
+        ("channel", {"channel_visible", "channel_infrared"}),
+        ("spatial", {"spatial_visible", "spatial_infrared"}),
+    ],
+)
+def test_fem_allocates_only_the_branches_of_its_mode(mode, branches):
+    fem = IVGFFeatureEnhancement(8, 2, 2, mode)
+    assert {name.split(".")[0] for name, _ in fem.named_parameters()} == branches
+
+
+def force_sigmoid_branch(last_layer, value):
+    """Make a branch's output sigmoid exactly 0 or 1 through its last layer's weights."""
+    with torch.no_grad():
+        last_layer.weight.zero_()
+        last_layer.bias.fill_(40.0 if value == 1 else -40.0)
+
+
+@pytest.mark.parametrize("spatial", [0, 1])
+@pytest.mark.parametrize("channel", [0, 1])
+def test_fem_parallel_residual_structure_with_forced_weights(spatial, channel):
+    fem = build(IVGFFeatureEnhancement, 8, 2, 2, "parallel")
+    for branch in (fem.spatial_visible, fem.spatial_infrared):
+        force_sigmoid_branch(branch.conv2, spatial)
+    for branch in (fem.channel_visible, fem.channel_infrared):
+        force_sigmoid_branch(branch.fc2, channel)
+    vis, ir = pair(2, 8, 4, 4)
+    vis_out, ir_out = fem(vis, ir)
+    # F' = F + F_other * W_s + F * W_c (eq. 5, 12), with the weights forced to 0 or 1.
+    torch.testing.assert_close(vis_out, vis + spatial * ir + channel * vis)
+    torch.testing.assert_close(ir_out, ir + spatial * vis + channel * ir)
+
+
+def test_fem_serial_applies_channel_attention_to_the_integrated_map():
+    fem = build(IVGFFeatureEnhancement, 8, 2, 2, "serial")
+    for branch in (fem.spatial_visible, fem.spatial_infrared):
+        force_sigmoid_branch(branch.conv2, 1)
+    for branch in (fem.channel_visible, fem.channel_infrared):
+        force_sigmoid_branch(branch.fc2, 1)
+    vis, ir = pair(1, 8, 3, 3)
+    vis_out, ir_out = fem(vis, ir)
+    torch.testing.assert_close(vis_out, 2 * (vis + ir))
+    torch.testing.assert_close(ir_out, 2 * (ir + vis))
+
+
+def test_fem_channel_mode_ignores_the_other_modality():
+    fem = build(IVGFFeatureEnhancement, 8, 2, 2, "channel", std=0.3)
+    vis, ir = pair(2, 8, 4, 5)
+    other_vis, other_ir = pair(2, 8, 4, 5, seed=9)
+    vis_out, ir_out = fem(vis, ir)
+    torch.testing.assert_close(fem(vis, other_ir)[0], vis_out, atol=0, rtol=0)
+    torch.testing.assert_close(fem(other_vis, ir)[1], ir_out, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["parallel", "serial", "spatial"])
+def test_fem_cross_modes_read_the_other_modality(mode):
+    fem = build(IVGFFeatureEnhancement, 8, 2, 2, mode, std=0.3)
+    vis, ir = pair(2, 8, 4, 5)
+    other_vis, other_ir = pair(2, 8, 4, 5, seed=9)
+    assert not torch.allclose(fem(vis, other_ir)[0], fem(vis, ir)[0])
+    assert not torch.allclose(fem(other_vis, ir)[1], fem(vis, ir)[1])
+
+
+def test_fem_modes_differ():
+    vis, ir = pair(2, 8, 4, 5)
+    outputs = {mode: build(IVGFFeatureEnhancement, 8, 2, 2, mode, std=0.3)(vis, ir)[0] for mode in FEM_MODES}
+    for first in FEM_MODES:
+        for second in FEM_MODES:
+            if first < second:
+                assert not torch.allclose(outputs[first], outputs[second]), (first, second)
+
+
+@pytest.mark.parametrize("mode", FEM_MODES)
+def test_fem_gradients_reach_every_parameter(mode):
+    fem = build(IVGFFeatureEnhancement, 8, 2, 2, mode, std=0.3)
+    assert_all_parameters_get_gradients(fem, fem(*pair(2, 8, 4, 5)))
+
+
+def test_fem_channels_last_and_bf16_autocast():
+    fem = build(IVGFFeatureEnhancement, 16, 4, 4, "parallel", std=0.3)
+    vis, ir = pair(2, 16, 6, 7)
+    reference = fem(vis, ir)
+    channels_last = fem(vis.to(memory_format=torch.channels_last), ir.to(memory_format=torch.channels_last))
+    for got, want in zip(channels_last, reference):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = fem(vis, ir)
+    for got, want in zip(low, reference):
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got.float(), want, atol=0.1, rtol=0.05)
+
+
+def test_fem_rejects_bad_arguments_and_inputs():
+    with pytest.raises(ValueError, match="mode"):
+        IVGFFeatureEnhancement(8, 2, 2, "both")
+    with pytest.raises(ValueError, match="spatial_reduction"):
+        IVGFFeatureEnhancement(8, 0, 2, "parallel")
+    fem = IVGFFeatureEnhancement(8, 2, 2, "parallel")
+    with pytest.raises(ValueError, match="same shape"):
+        fem(torch.zeros(1, 8, 4, 4), torch.zeros(1, 8, 4, 5))
+    with pytest.raises(ValueError, match="8 channels"):
+        fem(torch.zeros(1, 4, 4, 4), torch.zeros(1, 4, 4, 4))
+    with pytest.raises(ValueError, match="visible must be"):
+        fem(torch.zeros(8, 4, 4), torch.zeros(8, 4, 4))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# TEM (eq. 14-17)
+
+
+def tem_prompts_by_hand(tem, vis, ir):
+    """Eq. 14-15 written out, with an explicit loop over the adapters of the mixture."""
+    phi = F.layer_norm(torch.cat([vis, ir], -1), (2 * tem.dim,), tem.norm.weight, tem.norm.bias, tem.norm.eps)
+    phi = phi @ tem.reduction.weight.T + tem.reduction.bias
+    gates = torch.softmax(phi @ tem.router.weight.T + tem.router.bias, dim=-1)
+    mixture = tem.adapters_up.bias.expand_as(phi)
+    width = tem.bottleneck
+    for k in range(tem.num_adapters):
+        down = slice(k * width, (k + 1) * width)
+        hidden = F.gelu(phi @ tem.adapters_down.weight[down].T + tem.adapters_down.bias[down])
+        mixture = mixture + gates[..., k : k + 1] * (hidden @ tem.adapters_up.weight[:, down].T)
+    features = phi + mixture
+    half = features.shape[-1] // 2
+    pooled = torch.stack([features[..., :half].mean(-1), features[..., half:].mean(-1)], dim=-1)
+    return torch.sigmoid(pooled + tem.prompt_bias.bias)
+
+
+def test_tem_matches_the_equations():
+    tem = build(IVGFTokenEnhancement, 8, 12, 3, 4, 1e-6, std=0.3)
+    with torch.no_grad():
+        tem.prompt_bias.bias.copy_(torch.tensor([0.3, -0.2]))
+    vis, ir = pair(2, 10, 8)
+    prompts = tem.prompts(vis, ir)
+    torch.testing.assert_close(prompts, tem_prompts_by_hand(tem, vis, ir), atol=1e-5, rtol=1e-5)
+    vis_out, ir_out = tem(vis, ir)
+    torch.testing.assert_close(vis_out, vis * prompts[..., :1])  # eq. 16-17
+    torch.testing.assert_close(ir_out, ir * prompts[..., 1:])
+    assert prompts.std() > 0.01, "the prompts should vary from token to token"
+
+
+def test_tem_is_near_identity_at_initialisation():
+    tem = build(IVGFTokenEnhancement, 32, 32, 4, 8, 1e-6)
+    vis, ir = pair(2, 49, 32)
+    prompts = tem.prompts(vis, ir)
+    assert ((prompts > 0) & (prompts < 1)).all()
+    assert (prompts - TEM_INITIAL_PROMPT).abs().max() < 0.01
+    for out, tokens in zip(tem(vis, ir), (vis, ir)):
+        relative_change = ((out - tokens).abs() / tokens.abs().clamp_min(1e-12)).max()
+        assert 0 < relative_change < 0.05
+
+
+def test_tem_does_not_mix_tokens():
+    tem = build(IVGFTokenEnhancement, 8, 12, 3, 4, 1e-6, std=0.3)
+    vis, ir = pair(2, 10, 8)
+    changed_vis, changed_ir = vis.clone(), ir.clone()
+    changed_vis[:, 3] += 1.0
+    changed_ir[:, 3] -= 2.0
+    before, after = tem(vis, ir), tem(changed_vis, changed_ir)
+    others = [i for i in range(10) if i != 3]
+    for old, new, original, changed in zip(before, after, (vis, ir), (changed_vis, changed_ir)):
+        torch.testing.assert_close(new[:, others], old[:, others], atol=1e-6, rtol=1e-6)
+        assert not torch.allclose(new[:, 3] / changed[:, 3], old[:, 3] / original[:, 3])
+
+
+def test_tem_gradients_bf16_and_bad_inputs():
+    tem = build(IVGFTokenEnhancement, 8, 12, 3, 4, 1e-6, std=0.3)
+    vis, ir = pair(2, 10, 8)
+    assert_all_parameters_get_gradients(tem, tem(vis, ir))
+    with torch.no_grad():
+        reference = tem(vis, ir)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = tem(vis, ir)
+    for got, want in zip(low, reference):
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got.float(), want, atol=0.05, rtol=0.05)
+    with pytest.raises(ValueError, match="same shape"):
+        tem(vis, ir[:, :5])
+    with pytest.raises(ValueError, match="8 channels"):
+        tem(vis[..., :4], ir[..., :4])
+    with pytest.raises(ValueError, match="hidden_size"):
+        IVGFTokenEnhancement(8, 1, 3, 4, 1e-6)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# AGF (eq. 18-20)
+
+
+def ceil_avg_pool_by_hand(x, stride):
+    """Average over stride x stride windows; the last, partial windows average their valid pixels."""
+    if stride == 1:
+        return x
+    batch, channels, height, width = x.shape
+    pad_h, pad_w = -height % stride, -width % stride
+    sums = F.pad(x, (0, pad_w, 0, pad_h))
+    counts = F.pad(torch.ones(1, 1, height, width), (0, pad_w, 0, pad_h))
+
+    def window_sum(t):
+        h, w = t.shape[-2] // stride, t.shape[-1] // stride
+        return t.reshape(t.shape[0], t.shape[1], h, stride, w, stride).sum(dim=(3, 5))
+
+    return window_sum(sums) / window_sum(counts)
+
+
+def agf_by_hand(agf, vis, ir):
+    """Eq. 18-20 with the attention matrix written out: softmax(Q K^T / sqrt(d)) V, then M(Re(Cat(...)))."""
+    batch, channels, height, width = vis.shape
+    heads, head_dim = agf.num_heads, channels // agf.num_heads
+
+    def tokens(x):
+        return x.flatten(2).transpose(1, 2)
+
+    def split(t):
+        return t.reshape(batch, -1, heads, head_dim).transpose(1, 2)
+
+    def project(layer, x):
+        return x @ layer.weight.T + layer.bias
+
+    def attention(q, k, v):
+        weights = torch.softmax(split(q) @ split(k).transpose(-2, -1) / math.sqrt(head_dim), dim=-1)
+        return (weights @ split(v)).transpose(1, 2).reshape(batch, -1, channels)
+
+    vis_q = project(agf.visible_query, tokens(vis))
+    ir_q = project(agf.infrared_query, tokens(ir))
+    vis_k, vis_v = project(agf.visible_key_value, tokens(ceil_avg_pool_by_hand(vis, agf.kv_stride))).chunk(2, -1)
+    ir_k, ir_v = project(agf.infrared_key_value, tokens(ceil_avg_pool_by_hand(ir, agf.kv_stride))).chunk(2, -1)
+    fused = torch.cat([attention(vis_q, ir_k, ir_v), attention(ir_q, vis_k, vis_v)], dim=-1)
+    fused = fused.transpose(1, 2).reshape(batch, 2 * channels, height, width)
+    merge = agf.merge
+    x = F.conv2d(fused, merge.reduce.weight, merge.reduce.bias)
+    x = torch.relu(F.conv2d(x, merge.conv.weight, merge.conv.bias, padding=1))
+    return F.conv2d(x, merge.proj.weight, merge.proj.bias)
+
+
+@pytest.mark.parametrize("kv_stride", [1, 2, 3])
+def test_agf_equals_naive_attention(kv_stride):
+    agf = build(IVGFAttentionGuidedFusion, 16, 4, kv_stride=kv_stride, std=0.3)
+    vis, ir = pair(2, 16, 5, 7)
+    out = agf(vis, ir)
+    assert out.shape == (2, 16, 5, 7)
+    assert out.abs().mean() > 0.1, "the reference comparison needs outputs well above the tolerance"
+    torch.testing.assert_close(out, agf_by_hand(agf, vis, ir), atol=1e-5, rtol=1e-5)
+
+
+def test_agf_kv_stride_pools_keys_and_values():
+    exact = build(IVGFAttentionGuidedFusion, 16, 4, kv_stride=1, std=0.15)
+    pooled = IVGFAttentionGuidedFusion(16, 4, kv_stride=2)
+    pooled.load_state_dict(exact.state_dict())
+    vis, ir = pair(2, 16, 6, 8)
+    assert not torch.allclose(pooled(vis, ir), exact(vis, ir), atol=1e-3)
+    # Maps constant on 2x2 blocks: the pooled keys are the distinct keys, each duplicated 4 times in the exact
+    # attention, which leaves the softmax-weighted average unchanged.
+    small_vis, small_ir = pair(2, 16, 3, 4)
+    block_vis = small_vis.repeat_interleave(2, -1).repeat_interleave(2, -2)
+    block_ir = small_ir.repeat_interleave(2, -1).repeat_interleave(2, -2)
+    torch.testing.assert_close(pooled(block_vis, block_ir), exact(block_vis, block_ir), atol=1e-5, rtol=1e-5)
+
+
+def test_agf_is_cross_attention():
+    agf = build(IVGFAttentionGuidedFusion, 16, 4, std=0.15)
+    captured = []
+    agf.merge.register_forward_pre_hook(lambda module, args: captured.append(args[0].clone()))
+    vis, ir = pair(2, 16, 4, 5)
+    agf(vis, ir)
+    with torch.no_grad():
+        agf.visible_key_value.weight.mul_(3.0)
+    agf(vis, ir)
+    before, after = captured
+    # Visible queries attend to infrared keys/values only: the visible-query half ignores visible keys/values.
+    torch.testing.assert_close(after[:, :16], before[:, :16], atol=0, rtol=0)
+    assert not torch.allclose(after[:, 16:], before[:, 16:])
+    # ... and it depends on the infrared map.
+    captured.clear()
+    agf(vis, ir)
+    agf(vis, pair(2, 16, 4, 5, seed=7)[1])
+    assert not torch.allclose(captured[0][:, :16], captured[1][:, :16])
+
+
+def test_agf_channels_last_gradients_and_bf16():
+    agf = build(IVGFAttentionGuidedFusion, 16, 2, std=0.15)
+    vis, ir = pair(2, 16, 6, 5)
+    reference = agf(vis, ir)
+    channels_last = agf(vis.to(memory_format=torch.channels_last), ir.to(memory_format=torch.channels_last))
+    torch.testing.assert_close(channels_last, reference, atol=1e-6, rtol=1e-6)
+    assert_all_parameters_get_gradients(agf, agf(vis, ir))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        low = agf(vis, ir)
+    assert torch.isfinite(low).all()
+    torch.testing.assert_close(low.float(), reference, atol=0.05, rtol=0.05)
+
+
+def test_agf_rejects_bad_arguments_and_inputs():
+    with pytest.raises(ValueError, match="multiple of num_heads"):
+        IVGFAttentionGuidedFusion(10, 4)
+    with pytest.raises(ValueError, match="kv_stride"):
+        IVGFAttentionGuidedFusion(8, 2, kv_stride=0)
+    agf = IVGFAttentionGuidedFusion(8, 2)
+    with pytest.raises(ValueError, match="same shape"):
+        agf(torch.zeros(1, 8, 4, 4), torch.zeros(2, 8, 4, 4))
+    with pytest.raises(ValueError, match="8 channels"):
+        agf(torch.zeros(1, 6, 4, 4), torch.zeros(1, 6, 4, 4))
+
+
+_MEMORY_CHILD = textwrap.dedent(
+    """
+    import json, resource, sys, torch
+    from ivgf_hf.modeling.fusion_ivgf import IVGFAttentionGuidedFusion
+
+    side, channels, heads, batch = (int(v) for v in sys.argv[1:5])
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    agf = IVGFAttentionGuidedFusion(channels, heads)
+    with torch.no_grad():
+        for param in agf.parameters():
+            param.normal_(std=0.05)
+
+    def step(size):
+        vis = torch.randn(batch, channels, size, size, requires_grad=True)
+        ir = torch.randn(batch, channels, size, size, requires_grad=True)
+        agf(vis, ir).square().mean().backward()
+
+    step(8)  # warm-up: kernels, thread pools, allocator
+    agf.zero_grad(set_to_none=True)
+
+    def rss_kib():
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
+
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")  # reset the peak-RSS mark to the current RSS
+    before = rss_kib()
+    step(side)
+    print(json.dumps({"increase_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before}))
+    """
+)
+
+
+def _clear_refs_works() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _clear_refs_works(), reason="needs Linux /proc/self/clear_refs to reset the peak RSS")
+def test_agf_peak_memory_grows_linearly_with_tokens():
+    channels, heads, batch = 64, 2, 2
+    sides = (32, 64)  # 1024 and 4096 tokens: a quadratic attention matrix would grow 16x
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", _MEMORY_CHILD, str(side), str(channels), str(heads), str(batch)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for side in sides
+    ]
+    increases = []
+    for child in children:
+        stdout, stderr = child.communicate(timeout=120)
+        assert child.returncode == 0, stderr
+        increases.append(json.loads(stdout.strip().splitlines()[-1])["increase_kib"] * 1024)
+    small, large = increases
+    attention_matrix = batch * heads * (sides[1] ** 2) ** 2 * 4  # bytes of one fp32 N x N matrix per direction
+    assert large < attention_matrix / 2, f"peak increase {large / 2**20:.1f} MiB at 4096 tokens"
+    assert large < 8 * max(small, 2**20), f"increase {small / 2**20:.1f} -> {large / 2**20:.1f} MiB for 4x tokens"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sum fusion
+
+
+def test_sum_fusion():
+    vis, ir = pair(2, 4, 3, 3)
+    torch.testing.assert_close(IVGFSumFusion()(vis, ir), vis + ir)
+    with pytest.raises(ValueError, match="same shape"):
+        IVGFSumFusion()(vis, ir[:1])
