@@ -189,3 +189,23 @@ def test_base_encoder_parameter_count():
     encoder = build_encoder(get_config("base"), "visible", device="meta")
     assert encoder_parameter_count(encoder) == 84_453_760
     assert encoder_parameter_count(encoder) + 2 * 768 == 84_455_296  # + the final norm the original counts
+
+
+def test_cli_convert_writes_safetensors_and_refuses_to_overwrite(tmp_path, capsys):
+    from safetensors.torch import load_file as read
+
+    from ivgf_hf.cli import main
+
+    tensors, _, _ = load_fixture("infmae")
+    checkpoint = tmp_path / "infmae.pth"
+    torch.save({"model": section(tensors, "state."), "args": argparse.Namespace(epochs=400)}, checkpoint)
+    out = tmp_path / "infrared.safetensors"
+    args = ["convert", str(checkpoint), "--modality", "infrared", "--preset", "tiny", "--out", str(out)]
+    assert main(args + ["--num-channels", "1"]) == 0
+    report = capsys.readouterr().out
+    assert "patch_embed.proj.weight" in report and "stage4.conv.weight" in report
+    weights = read(str(out))
+    assert weights["patch_embed1.proj.weight"].shape == (32, 1, 4, 4)
+    assert weights["pos_embed"].shape == (1, 16, 64)  # tiny preset: 64 px / 16 -> 4 x 4 grid
+    with pytest.raises(SystemExit, match="--overwrite"):
+        main(args)
