@@ -1,50 +1,19 @@
-"""The ``ivgf`` command line. Each subcommand imports its implementation only when it runs."""
+"""The ``ivgf`` command line: ``ivgf <command> --help`` describes each command."""
 
 import argparse
+import importlib
 import sys
-from pathlib import Path
+
+from .commands import COMMAND_MODULES
 
 __all__ = ["main", "build_parser"]
-
-
-def _convert(args) -> int:
-    from safetensors.torch import save_file
-
-    from .conversion import convert_mae_checkpoint, load_checkpoint_file
-    from .presets import get_config
-
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise SystemExit(f"ivgf convert: {out} exists; pass --overwrite to replace it")
-    overrides = {}
-    if args.num_channels:
-        overrides["num_channels_ir" if args.modality == "infrared" else "num_channels"] = args.num_channels
-    config = get_config(args.preset, **overrides)
-    result = convert_mae_checkpoint(load_checkpoint_file(args.checkpoint), config, args.modality)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(result.state_dict, str(out), metadata={"format": "pt", "modality": args.modality, "preset": args.preset})
-    print(result.report())
-    print(f"wrote {len(result.state_dict)} tensors to {out}")
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ivgf", description="IVGF: fusion-guided infrared + visible models")
     commands = parser.add_subparsers(dest="command", required=True)
-
-    convert = commands.add_parser(
-        "convert",
-        help="convert an InfMAE / MCMAE checkpoint to IVGF encoder weights (safetensors)",
-        description="Convert an original InfMAE (infrared) or MCMAE/ConvMAE (visible) checkpoint. Prints every "
-        "dropped checkpoint key and every encoder key the checkpoint could not fill.",
-    )
-    convert.add_argument("checkpoint", help="original .pth (MAE pretraining or ConvMAE segmentation backbone)")
-    convert.add_argument("--modality", choices=["visible", "infrared"], required=True)
-    convert.add_argument("--preset", default="base", help="configuration whose encoder receives the weights")
-    convert.add_argument("--num-channels", type=int, help="input channels (default: 3 visible, 1 infrared)")
-    convert.add_argument("--out", required=True, help="output .safetensors file")
-    convert.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    convert.set_defaults(handler=_convert)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f".commands.{name}", __package__).register(commands)
     return parser
 
 

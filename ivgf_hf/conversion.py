@@ -41,6 +41,7 @@ __all__ = [
     "load_original_encoder",
     "build_encoder",
     "encoder_parameter_count",
+    "load_foundation_weights",
 ]
 
 # Keys of the original checkpoints that the IVGF encoder does not use (full-key regular expressions).
@@ -328,3 +329,31 @@ def encoder_parameter_count(encoder: nn.Module, pretrained_only: bool = True) ->
     return sum(
         p.numel() for name, p in encoder.named_parameters() if not (pretrained_only and any(s in name for s in skipped))
     )
+
+
+def load_foundation_weights(model, infrared_checkpoint=None, visible_checkpoint=None) -> dict:
+    """Load converted InfMAE (infrared) / MCMAE (visible) checkpoints into an IVGF model's encoders.
+
+    Args:
+        model: any IVGF model (``IVGFModel`` or a task model holding it as ``model.ivgf``).
+        infrared_checkpoint, visible_checkpoint: a path or an already loaded checkpoint dict; None skips it.
+
+    Returns:
+        ``{modality: ConversionResult}`` for the encoders that were loaded. Fusion modules and heads keep their
+        initialisation; so do the encoder keys each result lists as missing.
+    """
+    base = getattr(model, "ivgf", model)
+    results = {}
+    for modality, checkpoint in (("infrared", infrared_checkpoint), ("visible", visible_checkpoint)):
+        if checkpoint is None:
+            continue
+        encoder = getattr(base, f"{modality}_encoder", None)
+        if encoder is None:
+            raise ValueError(f"the model has no {modality} encoder (modalities={base.config.modalities!r})")
+        if not isinstance(checkpoint, dict):
+            checkpoint = load_checkpoint_file(checkpoint)
+        result = convert_mae_checkpoint(checkpoint, base.config, modality)
+        with torch.no_grad():
+            encoder.load_state_dict(result.state_dict, strict=False)
+        results[modality] = result
+    return results

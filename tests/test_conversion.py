@@ -209,3 +209,21 @@ def test_cli_convert_writes_safetensors_and_refuses_to_overwrite(tmp_path, capsy
     assert weights["pos_embed"].shape == (1, 16, 64)  # tiny preset: 64 px / 16 -> 4 x 4 grid
     with pytest.raises(SystemExit, match="--overwrite"):
         main(args)
+
+
+def test_load_foundation_weights_into_an_ivgf_model():
+    from ivgf_hf.conversion import load_foundation_weights
+    from ivgf_hf.modeling import IVGFForSemanticSegmentation
+
+    infmae, _, _ = load_fixture("infmae")
+    convmae, _, _ = load_fixture("convmae")
+    model = IVGFForSemanticSegmentation(get_config("tiny", pretrain_image_size=128, num_labels=3))
+    results = load_foundation_weights(
+        model, infrared_checkpoint={"model": section(infmae, "state.")}, visible_checkpoint=section(convmae, "state.")
+    )
+    assert set(results) == {"infrared", "visible"}
+    summed = section(infmae, "state.")["patch_embed1.proj.weight"].sum(1, keepdim=True)
+    assert torch.allclose(model.ivgf.infrared_encoder.patch_embed1.proj.weight, summed)
+    assert torch.equal(model.ivgf.visible_encoder.blocks3[1].mlp.fc2.weight, section(convmae, "state.")["blocks3.1.mlp.fc2.weight"])
+    with pytest.raises(ValueError, match="no infrared encoder"):
+        load_foundation_weights(IVGFForSemanticSegmentation(get_config("tiny", modalities="visible")), infrared_checkpoint={})

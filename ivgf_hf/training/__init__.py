@@ -1,0 +1,1 @@
+"""Training: Accelerate loop, paper recipes, checkpoints and resume."""
