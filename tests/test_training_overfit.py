@@ -21,7 +21,7 @@ def test_tiny_segmentation_model_overfits_one_batch():
     pixel_values[0, :, 40:, 40:] += 1.5
     pixel_values[1, :, :20, 30:] -= 1.5
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, foreach=True)
     losses = []
     for _ in range(300):
         loss = model(pixel_values, pixel_values_ir, labels=labels).loss
