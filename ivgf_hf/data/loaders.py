@@ -93,14 +93,16 @@ _FIELD_WORDS = {"packed": "RGB+T image", "visible": "visible", "infrared": "infr
                 "annotation": "annotation"}
 
 
-def _pair(names, modalities):
+def _pair(names, modalities, ambiguous=()):
     """Samples for ``names`` from ``modalities`` = ``{field: (stem index, folder)}``, and the problems.
 
     A name whose file is missing from some folder while present in another is a "missing partner" problem,
-    reported against a file that exists.
+    reported against a file that exists. Names in ``ambiguous`` (already reported) are left out.
     """
     samples, problems = [], []
     for name in names:
+        if name in ambiguous:
+            continue
         files = {field: index.get(name) for field, (index, _) in modalities.items()}
         present = [path for path in files.values() if path is not None]
         missing = [field for field, path in files.items() if path is None]
@@ -116,8 +118,10 @@ def _pair(names, modalities):
 
 
 def _report_ambiguous(ambiguous, problems):
+    """Add a problem per stem shared by several files; returns the stems."""
     for stem, paths in ambiguous.items():
         problems.append(SkippedSample(str(paths[0]), f"several files named {stem!r}: {[p.name for p in paths]}"))
+    return set(ambiguous)
 
 
 def _split_lists(root, splits):
@@ -167,12 +171,12 @@ def load_mfnet(root, errors="raise", *, splits=None, check="full", num_workers=N
             "infrared": (infrared, folders[1]),
             "label": (labels, folders[2]),
         }
-    _report_ambiguous({**ambiguous_p, **ambiguous_l}, problems)
-    known = set().union(*(index for index, _ in modalities.values()))
+    ambiguous = _report_ambiguous({**ambiguous_p, **ambiguous_l}, problems)
+    known = set().union(ambiguous, *(index for index, _ in modalities.values()))
     datasets = {}
     for split, names in _split_lists(root, splits).items():
         _unlisted(root / f"{split}.txt", names, known, problems)
-        samples, pair_problems = _pair([n for n in names if n in known], modalities)
+        samples, pair_problems = _pair([n for n in names if n in known], modalities, ambiguous)
         problems.extend(pair_problems)
         datasets[split], split_problems = build_split(
             samples, with_label=True, num_classes=len(MFNET_CLASSES), check=check, num_workers=num_workers
@@ -201,13 +205,13 @@ def load_msrs(root, errors="raise", *, check="full", num_workers=None):
         absent = [str(f) for f in folders.values() if not f.is_dir()]
         if absent:
             raise RGBTLayoutError(f"missing folder(s) {', '.join(absent)}; {_MSRS_LAYOUT}")
-        modalities = {}
+        modalities, ambiguous = {}, set()
         for field, folder in folders.items():
-            index, ambiguous = _index(folder)
-            _report_ambiguous(ambiguous, problems)
+            index, shared = _index(folder)
+            ambiguous |= _report_ambiguous(shared, problems)
             modalities[field] = (index, folder)
         names = sorted(set(modalities["visible"][0]) | set(modalities["infrared"][0]))
-        samples, pair_problems = _pair(names, modalities)
+        samples, pair_problems = _pair(names, modalities, ambiguous)
         problems.extend(pair_problems)
         datasets[split_dir.name], split_problems = build_split(
             samples, with_label=True, num_classes=len(MFNET_CLASSES), check=check, num_workers=num_workers
@@ -283,13 +287,13 @@ def load_m3fd(
         spec = AnnotationSpec("yolo", M3FD_CLASSES, tuple(yolo_class_names))
     else:
         raise RGBTLayoutError(f"{root} is not an M3FD folder; {_M3FD_LAYOUTS}")
-    problems, modalities = [], {}
+    problems, modalities, ambiguous = [], {}, set()
     for field, folder in zip(("visible", "infrared", "annotation"), folders):
         extensions = (".xml" if spec.format == "voc" else ".txt",) if field == "annotation" else IMAGE_EXTENSIONS
-        index, ambiguous = _index(folder, extensions)
-        _report_ambiguous(ambiguous, problems)
+        index, shared = _index(folder, extensions)
+        ambiguous |= _report_ambiguous(shared, problems)
         modalities[field] = (index, folder)
-    names = set(modalities["visible"][0]) | set(modalities["infrared"][0])
+    names = set(modalities["visible"][0]) | set(modalities["infrared"][0]) | ambiguous
     if split_files is not None and not hasattr(split_files, "items"):
         raise TypeError(f"split_files must map split names to list files, got {type(split_files).__name__}")
     if split_files:
@@ -304,7 +308,7 @@ def load_m3fd(
         used = _write_split_lists(lists, split_out if split_out is not None else Path.cwd(), root, seed)
     datasets = {}
     for split, split_names in lists.items():
-        samples, pair_problems = _pair(split_names, modalities)
+        samples, pair_problems = _pair(split_names, modalities, ambiguous)
         problems.extend(pair_problems)
         datasets[split], split_problems = build_split(samples, spec=spec, check=check, num_workers=num_workers)
         problems.extend(split_problems)
@@ -348,14 +352,14 @@ def load_paired_folder(
     if annotations_dir is not None:
         folders["annotation"] = _root(annotations_dir)
         spec = _paired_annotation_spec(folders["annotation"], annotation_format, class_names, yolo_class_names)
-    problems, modalities = [], {}
+    problems, modalities, ambiguous = [], {}, set()
     for field, folder in folders.items():
-        extensions = (f".{'xml' if spec.format == 'voc' else 'txt'}",) if field == "annotation" else IMAGE_EXTENSIONS
-        index, ambiguous = _index(folder, extensions)
-        _report_ambiguous(ambiguous, problems)
+        extensions = (".xml" if spec.format == "voc" else ".txt",) if field == "annotation" else IMAGE_EXTENSIONS
+        index, shared = _index(folder, extensions)
+        ambiguous |= _report_ambiguous(shared, problems)
         modalities[field] = (index, folder)
     names = sorted(set(modalities["visible"][0]) | set(modalities["infrared"][0]))
-    samples, pair_problems = _pair(names, modalities)
+    samples, pair_problems = _pair(names, modalities, ambiguous)
     problems.extend(pair_problems)
     label_classes = tuple(class_names) if class_names is not None and spec is None else MFNET_CLASSES
     dataset, split_problems = build_split(

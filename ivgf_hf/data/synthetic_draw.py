@@ -63,28 +63,33 @@ def _window(top, left, bottom, right):
 
 
 def rect(top, left, bottom, right):
+    """Axis-aligned rectangle [top, bottom) x [left, right)."""
     y0, x0, yy, xx = _window(top, left, bottom, right)
     return y0, x0, (yy >= top) & (yy < bottom) & (xx >= left) & (xx < right)
 
 
 def ellipse(cy, cx, ry, rx):
+    """Filled ellipse with centre (cy, cx) and radii (ry, rx)."""
     y0, x0, yy, xx = _window(cy - ry, cx - rx, cy + ry, cx + rx)
     return y0, x0, ((yy - cy) / max(ry, 0.5)) ** 2 + ((xx - cx) / max(rx, 0.5)) ** 2 <= 1.0
 
 
 def ring(cy, cx, r_out, r_in):
+    """Annulus between radii ``r_in`` and ``r_out`` (a wheel)."""
     y0, x0, yy, xx = _window(cy - r_out, cx - r_out, cy + r_out, cx + r_out)
     d2 = (yy - cy) ** 2 + (xx - cx) ** 2
     return y0, x0, (d2 <= r_out**2) & (d2 >= r_in**2)
 
 
 def triangle(apex_y, cx, base_y, half_base):
+    """Upright isosceles triangle from the apex row to the base row."""
     y0, x0, yy, xx = _window(apex_y, cx - half_base, base_y, cx + half_base)
     half = half_base * (yy - apex_y) / max(base_y - apex_y, 1e-3)
     return y0, x0, (yy >= apex_y) & (yy < base_y) & (np.abs(xx - cx) <= half)
 
 
 def segment(ya, xa, yb, xb, half_width):
+    """Thick line segment (capsule) from (ya, xa) to (yb, xb)."""
     hw = max(half_width, 0.5)
     y0, x0, yy, xx = _window(min(ya, yb) - hw, min(xa, xb) - hw, max(ya, yb) + hw, max(xa, xb) + hw)
     dy, dx = yb - ya, xb - xa
@@ -165,6 +170,7 @@ class Canvas:
 
 
 def draw_person(canvas, rng, bottom, cx, height_px, label, instance):
+    """A walking person (legs, torso, arms, head): clothes of random colour, hot skin in the infrared."""
     h = height_px
     skin = _SKIN[rng.integers(len(_SKIN))]
     shirt = _PAINT_COLOURS[rng.integers(len(_PAINT_COLOURS))] * rng.uniform(0.6, 1.1)
@@ -184,6 +190,7 @@ def draw_person(canvas, rng, bottom, cx, height_px, label, instance):
 
 
 def draw_car(canvas, rng, bottom, cx, height_px, label, instance, night):
+    """A car seen from behind or at an angle: warm body, hot wheels, cold windows; tail-light glare at night."""
     h = height_px
     w = h * rng.uniform(1.1, 2.3)
     paint = _PAINT_COLOURS[rng.integers(len(_PAINT_COLOURS))]
@@ -230,6 +237,7 @@ def draw_bike(canvas, rng, bottom, cx, height_px, label, instance, motor=False):
 
 
 def draw_cone(canvas, rng, bottom, cx, height_px, road_temperature):
+    """An orange traffic cone with a white band; at the road's temperature in the infrared."""
     h = height_px
     t = road_temperature + rng.uniform(-0.006, 0.006)
     canvas.paint(rect(bottom - 0.12 * h, cx - 0.42 * h, bottom, cx + 0.42 * h), (0.15, 0.15, 0.15), t,
@@ -253,7 +261,7 @@ def _intersect(a, b):
     return tb, lb, mb & inside & picked
 
 
-def draw_bump(canvas, rng, road, row, road_temperature):
+def draw_bump(canvas, road, row, road_temperature):
     """A speed bump: yellow/black stripes across the road; the temperature of the road in the infrared."""
     s = float(road.scale(row))
     thick = 0.05 * canvas.height * s + 1
@@ -268,6 +276,7 @@ def draw_bump(canvas, rng, road, row, road_temperature):
 
 
 def draw_car_stop(canvas, rng, bottom, cx, width_px, road_temperature):
+    """A low parking block, yellow or concrete; at the road's temperature in the infrared."""
     w = width_px
     colour = _YELLOW if rng.random() < 0.6 else (0.85, 0.84, 0.8)
     canvas.paint(rect(bottom - 0.28 * w, cx - w / 2, bottom, cx + w / 2), colour, road_temperature - 0.008,
@@ -275,6 +284,7 @@ def draw_car_stop(canvas, rng, bottom, cx, width_px, road_temperature):
 
 
 def draw_bus(canvas, rng, bottom, cx, height_px, instance, night, truck=False):
+    """A bus (window band, hot engine at the back) or, with ``truck``, a hot cab and a cooler cargo box."""
     h = height_px
     w = h * rng.uniform(1.2, 2.6)
     left, top = cx - w / 2, bottom - h
@@ -299,6 +309,7 @@ def draw_bus(canvas, rng, bottom, cx, height_px, instance, night, truck=False):
 
 
 def draw_lamp(canvas, rng, bottom, cx, height_px, instance, night):
+    """A street lamp: thin pole, arm and a hot head that glows at night."""
     h = height_px
     side = 1 if rng.random() < 0.5 else -1
     canvas.paint(rect(bottom - h, cx - 0.015 * h - 0.5, bottom, cx + 0.015 * h + 0.5), (0.3, 0.3, 0.32), 0.32,

@@ -232,7 +232,7 @@ def _objects_for_segmentation(rng, canvas, road, road_t, night):
             items.append((row, partial(draw_cone, canvas, rng, row, x, 0.14 * height * s, road_t)))
     if rng.random() < 0.4:
         row = road.row_at_scale(rng.uniform(0.2, 0.95))
-        items.append((row, partial(draw_bump, canvas, rng, road, row, road_t)))
+        items.append((row, partial(draw_bump, canvas, road, row, road_t)))
     for _ in range(rng.integers(1, 4) if rng.random() < 0.45 else 0):
         s = rng.uniform(0.2, 1.0)
         low, high = (0.02, 0.15) if rng.random() < 0.5 else (0.85, 0.98)

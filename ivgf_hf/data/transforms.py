@@ -111,9 +111,8 @@ class RandomScaleCrop(v2.Transform):
     ``fit=False`` (segmentation) scales relative to the input size; ``fit=True`` (detection) relative to the size
     that fits the image inside the crop. With a mask present, up to 10 crops are tried until no class covers
     ``cat_max_ratio`` or more of the crop's labelled pixels (mmseg's rule, ``ignore_index`` excluded, counted on a
-    subsample of the crop). Images use
-    bilinear (antialiased) resampling, masks nearest, boxes their exact transform. The output is
-    ``min(crop, scaled size)`` per side; pad afterwards.
+    subsample of the crop). Images use bilinear (antialiased) resampling, masks nearest, boxes their exact
+    transform. The output is ``min(crop, scaled size)`` per side; pad afterwards.
     """
 
     def __init__(self, crop_size, scale_range=(0.5, 2.0), cat_max_ratio=1.0, ignore_index=IGNORE_INDEX, fit=False):
@@ -198,7 +197,7 @@ class PhotometricDistortion:
         self.brightness_delta = brightness_delta / 255.0
         self.contrast_range = contrast_range
         self.saturation_range = saturation_range
-        self.hue_shift = hue_delta / 180.0 / 2.0
+        self.hue_shift = hue_delta / 180.0  # in turns: OpenCV's hue circle has 180 steps
 
     @staticmethod
     def _coin():
