@@ -23,6 +23,15 @@ PRESETS = {
         agf_num_heads=(2, 3, 4, 4),
         hidden_size=32,
         auxiliary_channels=16,
+        fpn_channels=32,
+        anchor_sizes=(16, 32, 64, 128, 256),
+        rpn_pre_nms_top_n_train=300,
+        rpn_post_nms_top_n_train=200,
+        rpn_pre_nms_top_n_test=300,
+        rpn_post_nms_top_n_test=100,
+        rpn_batch_size_per_image=64,
+        box_batch_size_per_image=64,
+        box_detections_per_image=20,
     ),
 }
 

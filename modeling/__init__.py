@@ -4,6 +4,7 @@ This ``__init__`` is package glue for the pip install and is never copied to the
 """
 
 from .configuration_ivgf import IVGFConfig
+from .detection_ivgf import IVGFForObjectDetection, IVGFObjectDetectionOutput
 from .encoder_ivgf import IVGFEncoder, IVGFEncoderOutput
 from .image_processing_ivgf import IVGFImageProcessor
 from .modeling_ivgf import (
@@ -24,4 +25,6 @@ __all__ = [
     "IVGFModelOutput",
     "IVGFBackbone",
     "IVGFForSemanticSegmentation",
+    "IVGFForObjectDetection",
+    "IVGFObjectDetectionOutput",
 ]
