@@ -9,10 +9,12 @@ from transformers import (
     AutoConfig,
     AutoImageProcessor,
     AutoModel,
+    AutoModelForObjectDetection,
     AutoModelForSemanticSegmentation,
 )
 
 from .modeling.configuration_ivgf import IVGFConfig
+from .modeling.detection_ivgf import IVGFForObjectDetection
 from .modeling.image_processing_ivgf import IVGFImageProcessor
 from .modeling.modeling_ivgf import IVGFBackbone, IVGFForSemanticSegmentation, IVGFModel
 
@@ -25,12 +27,15 @@ def register_auto_classes() -> None:
     AutoModel.register(IVGFConfig, IVGFModel, exist_ok=True)
     AutoBackbone.register(IVGFConfig, IVGFBackbone, exist_ok=True)
     AutoModelForSemanticSegmentation.register(IVGFConfig, IVGFForSemanticSegmentation, exist_ok=True)
+    AutoModelForObjectDetection.register(IVGFConfig, IVGFForObjectDetection, exist_ok=True)
     _register_image_processor()
 
 
 def _register_image_processor() -> None:
     try:  # transformers 5.x: backends by name; a positional class would register the "pil" backend
-        AutoImageProcessor.register(IVGFConfig, image_processor_classes={"torchvision": IVGFImageProcessor}, exist_ok=True)
+        AutoImageProcessor.register(
+            IVGFConfig, image_processor_classes={"torchvision": IVGFImageProcessor}, exist_ok=True
+        )
     except TypeError:  # transformers 4.x
         AutoImageProcessor.register(IVGFConfig, slow_image_processor_class=IVGFImageProcessor, exist_ok=True)
 
@@ -41,4 +46,5 @@ def register_for_auto_class() -> None:
     IVGFModel.register_for_auto_class("AutoModel")
     IVGFBackbone.register_for_auto_class("AutoBackbone")
     IVGFForSemanticSegmentation.register_for_auto_class("AutoModelForSemanticSegmentation")
+    IVGFForObjectDetection.register_for_auto_class("AutoModelForObjectDetection")
     IVGFImageProcessor.register_for_auto_class("AutoImageProcessor")

@@ -9,5 +9,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[dev]"
+# A second environment with transformers 4.57 (reusing .venv's torch) for the remote-code compatibility tests.
+COMPAT_PYTHON="$(bash scripts/setup_compat_venv.sh | tail -n 1)"
+export IVGF_COMPAT_PYTHON="$COMPAT_PYTHON"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MPLBACKEND=Agg
 exec .venv/bin/python -m pytest "$@"
