@@ -97,12 +97,15 @@ class IVGFConvBlock(nn.Module):
 
 
 def relative_position_index(height: int, width: int, device=None) -> torch.Tensor:
-    """BEiT relative position index (N, N) for an height x width grid, without class-token entries."""
-    coords = torch.stack(
-        torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
-    ).flatten(1)
-    relative = coords[:, :, None] - coords[:, None, :]
-    return (relative[0] + height - 1) * (2 * width - 1) + (relative[1] + width - 1)
+    """BEiT relative position index (N, N) for an height x width grid, without class-token entries.
+
+    Entry (i, j) is ``(r_i - r_j + height - 1) * (2 * width - 1) + (c_i - c_j + width - 1)`` for tokens i, j at rows
+    r and columns c; it is computed as one broadcast difference of the per-token codes ``r * (2 * width - 1) + c``.
+    """
+    rows = torch.arange(height, device=device).repeat_interleave(width)
+    cols = torch.arange(width, device=device).repeat(height)
+    code = rows * (2 * width - 1) + cols
+    return code[:, None] - code[None, :] + ((height - 1) * (2 * width - 1) + width - 1)
 
 
 def resize_relative_position_table(table: torch.Tensor, old_grid: tuple, new_grid: tuple) -> torch.Tensor:
@@ -154,18 +157,25 @@ class IVGFAttention(nn.Module):
             h, w = self.grid_size
             self.relative_position_bias_table = nn.Parameter(torch.empty((2 * h - 1) * (2 * w - 1), num_heads))
 
-    def relative_position_bias(self, height: int, width: int) -> torch.Tensor:
-        """The additive attention bias (1, heads, N, N) for an height x width token grid."""
+    def relative_position_bias(self, height: int, width: int, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        """The additive attention bias (1, heads, N, N) for an height x width token grid, contiguous, in ``dtype``.
+
+        The (small) table is cast before the gather, and gathered head-major so that the bias is written once, in
+        the layout the attention kernel reads.
+        """
         table = resize_relative_position_table(self.relative_position_bias_table, self.grid_size, (height, width))
+        if dtype is not None:
+            table = table.to(dtype)
         index = relative_position_index(height, width, device=table.device)
-        return table[index.reshape(-1)].reshape(height * width, height * width, -1).permute(2, 0, 1).unsqueeze(0)
+        tokens = height * width
+        return table.t().index_select(1, index.reshape(-1)).view(1, -1, tokens, tokens)
 
     def forward(self, x: torch.Tensor, grid: tuple) -> torch.Tensor:
         batch, tokens, dim = x.shape
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         bias = None
         if self.grid_size is not None:
-            bias = self.relative_position_bias(*grid).to(qkv.dtype)
+            bias = self.relative_position_bias(*grid, dtype=qkv.dtype)
         out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=bias)
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
 

@@ -496,20 +496,16 @@ def _clear_refs_works() -> bool:
 def test_agf_peak_memory_grows_linearly_with_tokens():
     channels, heads, batch = 64, 2, 2
     sides = (32, 64)  # 1024 and 4096 tokens: a quadratic attention matrix would grow 16x
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-c", _MEMORY_CHILD, str(side), str(channels), str(heads), str(batch)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for side in sides
-    ]
     increases = []
-    for child in children:
-        stdout, stderr = child.communicate(timeout=120)
-        assert child.returncode == 0, stderr
-        increases.append(json.loads(stdout.strip().splitlines()[-1])["increase_kib"] * 1024)
+    for side in sides:  # one after the other: a concurrent sibling would only add noise
+        child = subprocess.run(
+            [sys.executable, "-c", _MEMORY_CHILD, str(side), str(channels), str(heads), str(batch)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert child.returncode == 0, child.stderr
+        increases.append(json.loads(child.stdout.strip().splitlines()[-1])["increase_kib"] * 1024)
     small, large = increases
     attention_matrix = batch * heads * (sides[1] ** 2) ** 2 * 4  # bytes of one fp32 N x N matrix per direction
     assert large < attention_matrix / 2, f"peak increase {large / 2**20:.1f} MiB at 4096 tokens"

@@ -1,4 +1,5 @@
-"""Evaluation metrics and reports: segmentation mIoU, detection mAP, JSON / markdown / PNG outputs.
+"""Evaluation metrics, reports and the runner: segmentation mIoU, detection mAP, JSON / markdown / PNG outputs,
+``evaluate_model`` (missing-modality protocols, day / night groups, sliding window, test-time augmentation).
 
 Names are loaded on first use, so ``import ivgf_hf.evaluation`` stays light: torchmetrics (which pulls in
 torchvision and transformers) is imported only when a metric class is used, matplotlib only when plotting.
@@ -16,6 +17,9 @@ _EXPORTS = {
     "metrics_to_markdown": "report",
     "plot_per_class_bars": "report",
     "plot_confusion_matrix": "report",
+    "evaluate_model": "runner",
+    "results_to_markdown": "runner",
+    "write_evaluation_report": "runner",
 }
 
 __all__ = list(_EXPORTS)

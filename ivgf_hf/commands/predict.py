@@ -1,0 +1,221 @@
+"""``ivgf predict``: segmentation masks and overlays, or detection boxes, for image pairs, as PNG files.
+
+Inputs: one pair (``--visible A --infrared B``), two folders paired by file name (``--visible-dir``,
+``--infrared-dir``), or MFNet's 4-channel RGB+T PNGs (``--rgbt F`` / ``--rgbt-dir D``). Every input is checked
+(pairing, readability, sizes) and every output path is checked against existing files before the first
+prediction.
+"""
+
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+from .eval import add_inference_arguments, parse_scales
+
+__all__ = ["register", "InputPair", "PredictInputError", "collect_pairs", "output_paths", "predict_pairs"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+class PredictInputError(ValueError):
+    """The inputs cannot be predicted on: unpaired, unreadable, of different sizes, or outputs would be replaced."""
+
+
+class InputPair(NamedTuple):
+    """One prediction input: ``name`` (output stem), ``visible`` path and ``infrared`` path, or ``infrared`` None
+    for an MFNet 4-channel RGB+T file in ``visible``."""
+
+    name: str
+    visible: Path
+    infrared: Optional[Path]
+
+
+def _images_by_stem(folder: Path) -> dict:
+    if not folder.is_dir():
+        raise PredictInputError(f"{folder} is not a folder")
+    by_stem = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+            if path.stem in by_stem:
+                raise PredictInputError(f"{by_stem[path.stem]} and {path} have the same name; keep one of them")
+            by_stem[path.stem] = path
+    if not by_stem:
+        raise PredictInputError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return by_stem
+
+
+def collect_pairs(visible=None, infrared=None, visible_dir=None, infrared_dir=None, rgbt=None, rgbt_dir=None) -> list:
+    """The :class:`InputPair` s of exactly one input mode; unpaired files are named in the error."""
+    modes = {
+        "--visible/--infrared": visible is not None or infrared is not None,
+        "--visible-dir/--infrared-dir": visible_dir is not None or infrared_dir is not None,
+        "--rgbt": rgbt is not None,
+        "--rgbt-dir": rgbt_dir is not None,
+    }
+    chosen = [mode for mode, given in modes.items() if given]
+    if len(chosen) != 1:
+        raise PredictInputError(f"give exactly one input mode of {', '.join(modes)}; got {chosen or 'none'}")
+    if chosen[0] == "--visible/--infrared":
+        if visible is None or infrared is None:
+            raise PredictInputError("--visible and --infrared go together (an aligned pair)")
+        return [InputPair(Path(visible).stem, Path(visible), Path(infrared))]
+    if chosen[0] == "--rgbt":
+        return [InputPair(Path(rgbt).stem, Path(rgbt), None)]
+    if chosen[0] == "--rgbt-dir":
+        return [InputPair(stem, path, None) for stem, path in _images_by_stem(Path(rgbt_dir)).items()]
+    if visible_dir is None or infrared_dir is None:
+        raise PredictInputError("--visible-dir and --infrared-dir go together")
+    visibles, infrareds = _images_by_stem(Path(visible_dir)), _images_by_stem(Path(infrared_dir))
+    lonely_visible = [str(visibles[s]) for s in visibles if s not in infrareds]
+    lonely_infrared = [str(infrareds[s]) for s in infrareds if s not in visibles]
+    if lonely_visible or lonely_infrared:
+        parts = []
+        if lonely_visible:
+            parts.append(f"visible without infrared partner: {', '.join(lonely_visible)}")
+        if lonely_infrared:
+            parts.append(f"infrared without visible partner: {', '.join(lonely_infrared)}")
+        raise PredictInputError("unpaired inputs (files pair by name without extension); " + "; ".join(parts))
+    return [InputPair(stem, visibles[stem], infrareds[stem]) for stem in visibles]
+
+
+def _open(path: Path):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        return Image.open(path)
+    except (FileNotFoundError, IsADirectoryError):
+        raise PredictInputError(f"{path} does not exist or is not a file") from None
+    except (UnidentifiedImageError, OSError) as error:
+        raise PredictInputError(f"cannot read {path}: {error}") from None
+
+
+def check_pair(pair: InputPair) -> None:
+    """Read the headers: RGB+T files must have 4 channels, pairs the same size."""
+    with _open(pair.visible) as first:
+        if pair.infrared is None:
+            if len(first.getbands()) != 4:
+                raise PredictInputError(
+                    f"{pair.visible} has mode {first.mode} ({len(first.getbands())} channel(s)); an MFNet RGB+T "
+                    "image has 4 channels (RGB + thermal)"
+                )
+            return
+        with _open(pair.infrared) as second:
+            if first.size != second.size:
+                raise PredictInputError(
+                    f"{pair.visible} is {first.size[0]}x{first.size[1]} but {pair.infrared} is "
+                    f"{second.size[0]}x{second.size[1]} (W x H); pairs must be registered to the same size"
+                )
+
+
+def read_pair(pair: InputPair) -> tuple:
+    """Decode one pair: (visible uint8 (H, W, 3), infrared uint8 (H, W))."""
+    import numpy as np
+
+    from ..inference import as_grey_array, as_rgb_array
+
+    try:
+        with _open(pair.visible) as image:
+            if pair.infrared is None:
+                packed = np.asarray(image)
+                return np.ascontiguousarray(packed[..., :3]), np.ascontiguousarray(packed[..., 3])
+            visible = as_rgb_array(image, str(pair.visible))
+        with _open(pair.infrared) as image:
+            infrared = as_grey_array(image, str(pair.infrared))
+    except (OSError, SyntaxError) as error:  # truncated or corrupt data found while decoding
+        raise PredictInputError(f"cannot decode {pair.infrared or pair.visible}: {error}") from None
+    except ValueError as error:
+        if isinstance(error, PredictInputError):
+            raise
+        raise PredictInputError(str(error)) from None
+    return visible, infrared
+
+
+def output_paths(out_dir, name: str, task: str) -> list:
+    """The PNG files written for the input ``name``."""
+    out = Path(out_dir)
+    if task == "segmentation":
+        return [out / f"{name}_mask.png", out / f"{name}_overlay.png"]
+    return [out / f"{name}_boxes.png"]
+
+
+def predict_pairs(model, processor, pairs, out_dir, *, task, overwrite=False, threshold=0.5, sliding_window=None,
+                  tta_flip=False, tta_scales=(1.0,), progress=True) -> list:
+    """Predict every pair and write its PNGs (see :func:`output_paths`); returns the written paths.
+
+    Inputs and output paths are all checked before the first prediction.
+    """
+    from tqdm.auto import tqdm
+
+    from ..inference import detect, segment
+    from ..visualize import BACKGROUND_NAMES, class_names_of, colorize, draw_detections, overlay, palette_for, save_png
+
+    for pair in pairs:
+        check_pair(pair)
+    planned = [path for pair in pairs for path in output_paths(out_dir, pair.name, task)]
+    existing = [str(path) for path in planned if path.exists()]
+    if existing and not overwrite:
+        shown = ", ".join(existing[:5]) + (f" and {len(existing) - 5} more" if len(existing) > 5 else "")
+        raise PredictInputError(f"{shown} already exist(s); pass --overwrite to replace")
+    class_names = class_names_of(model.config.id2label)
+    palette = palette_for(class_names)
+    transparent = [index for index, name in enumerate(class_names) if name.lower() in BACKGROUND_NAMES]
+    written = []
+    for pair in tqdm(pairs, desc="predicting", unit="pair", disable=not progress or len(pairs) < 2):
+        visible, infrared = read_pair(pair)
+        paths = output_paths(out_dir, pair.name, task)
+        if task == "segmentation":
+            mask = segment(model, processor, visible, infrared, sliding_window=sliding_window, tta_flip=tta_flip,
+                           tta_scales=tta_scales).numpy()
+            written.append(save_png(colorize(mask, palette), paths[0], overwrite))
+            written.append(save_png(overlay(visible, mask, palette, transparent_ids=transparent), paths[1], overwrite))
+        else:
+            result = detect(model, processor, visible, infrared, threshold=threshold)
+            picture = draw_detections(visible, result["boxes"], result["labels"], result["scores"], class_names,
+                                      palette)
+            written.append(save_png(picture, paths[0], overwrite))
+    return written
+
+
+def _predict(args) -> int:
+    from ..inference import load_model_and_processor, model_task
+
+    try:
+        pairs = collect_pairs(args.visible, args.infrared, args.visible_dir, args.infrared_dir, args.rgbt,
+                              args.rgbt_dir)
+        try:
+            model, processor = load_model_and_processor(args.model, device=args.device)
+        except (OSError, ValueError) as error:
+            raise PredictInputError(f"cannot load the model {args.model}: {error}") from None
+        task = model_task(model)
+        if task == "detection" and (args.sliding_window or args.tta_flip or parse_scales(args.tta_scales) != [1.0]):
+            raise PredictInputError("--sliding-window, --tta-flip and --tta-scales apply to segmentation models only")
+        written = predict_pairs(
+            model, processor, pairs, args.out, task=task, overwrite=args.overwrite, threshold=args.threshold,
+            sliding_window=args.sliding_window, tta_flip=args.tta_flip, tta_scales=parse_scales(args.tta_scales),
+        )
+    except PredictInputError as error:
+        raise SystemExit(f"ivgf predict: {error}") from None
+    print(f"wrote {len(written)} PNG file(s) for {len(pairs)} pair(s) to {args.out}")
+    return 0
+
+
+def register(commands) -> None:
+    parser = commands.add_parser(
+        "predict",
+        help="predict masks / boxes for image pairs and write PNGs",
+        description="Run a saved IVGF model (folder or Hub id) on aligned visible + infrared pairs. Segmentation "
+        "writes <name>_mask.png (colour-coded with the data set's palette) and <name>_overlay.png; detection "
+        "writes <name>_boxes.png (boxes with class and score). Existing files are kept unless --overwrite.",
+    )
+    parser.add_argument("--model", required=True, help="model folder or Hub id")
+    parser.add_argument("--visible", help="visible image of one pair")
+    parser.add_argument("--infrared", help="infrared image of one pair")
+    parser.add_argument("--visible-dir", help="folder of visible images (paired with --infrared-dir by name)")
+    parser.add_argument("--infrared-dir", help="folder of infrared images")
+    parser.add_argument("--rgbt", help="one MFNet 4-channel RGB+T PNG")
+    parser.add_argument("--rgbt-dir", help="folder of MFNet 4-channel RGB+T PNGs")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--threshold", type=float, default=0.5, help="detection: minimum score drawn (default 0.5)")
+    parser.add_argument("--device", help="torch device (default: the model's, CPU)")
+    add_inference_arguments(parser)
+    parser.set_defaults(handler=_predict)

@@ -1,0 +1,233 @@
+"""The quickstart: SynthRGBT -> a small IVGF trained on the CPU -> evaluation with the paper's breakdowns.
+
+:func:`run_quickstart` generates SynthRGBT in MFNet's layout, trains the ``tiny`` IVGF with the ``synth-seg-cpu``
+recipe, evaluates it per missing-modality protocol (Table VI) and lighting condition, writes the model folder
+(``from_pretrained``-loadable), the metrics and overlay PNGs, and returns / prints a short table. With
+``compare=True`` it also trains the visible-only and infrared-only models and the sum-fusion baseline (no FEM,
+TEM or AGF) on the same data, steps and seed, and compares them where SynthRGBT makes fusion matter: at night,
+people are visible only in the infrared image, and colour cones only in the visible image.
+
+Output folder::
+
+    data/                 SynthRGBT (MFNet layout: images/ labels/ train.txt test.txt test_day.txt ...)
+    runs/<variant>/       training runs (recipe, logs, checkpoints, final_model/)
+    model/                the IVGF model folder (config, safetensors, processor, code)
+    eval/                 metrics.json, metrics.md, per_class_iou.png, confusion_matrix.png
+    predictions/          <name>_mask.png and <name>_overlay.png for a few day and night test images
+    comparison.md/.json   the --compare table (when asked)
+    summary.md            the printed tables
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+__all__ = [
+    "VARIANTS",
+    "OUTPUT_ENTRIES",
+    "run_quickstart",
+    "prepare_output_dir",
+    "comparison_rows",
+    "comparison_markdown",
+]
+
+# name -> (title, recipe overrides): the fused model first, then the baselines of --compare. Sum fusion differs
+# from IVGF only by the fusion modules. The single-modality models train without cutout&mix: its cutmix part pastes
+# patches of the other modality into the input, which a one-encoder model never sees at test time (the paper's
+# single-modality references, InfMAE and MCMAE alone, have no such augmentation either).
+VARIANTS = {
+    "ivgf": ("IVGF (FEM + TEM + AGF)", {}),
+    "sum_fusion": (
+        "Sum fusion (no FEM/TEM/AGF)",
+        {"model_overrides": {"use_fem": False, "use_tem": False, "use_agf": False}},
+    ),
+    "visible_only": ("Visible only", {"model_overrides": {"modalities": "visible"}, "cma": False}),
+    "infrared_only": ("Infrared only", {"model_overrides": {"modalities": "infrared"}, "cma": False}),
+}
+OUTPUT_ENTRIES = ("data", "runs", "model", "eval", "predictions", "comparison.md", "comparison.json", "summary.md")
+PROTOCOLS = ("none", "visible_missing", "infrared_missing")
+RECIPE = "synth-seg-cpu"
+# The classes where one modality is blind at night in SynthRGBT (see ivgf_hf.data.synthetic_scene).
+NIGHT_CLASSES = ("person", "color_cone")
+
+
+def prepare_output_dir(out: Path, overwrite: bool) -> None:
+    """Refuse a non-empty folder unless ``overwrite``; then delete only the entries the quickstart writes."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out} is not empty; pass --overwrite (overwrite=True) to replace a quickstart run")
+        for name in OUTPUT_ENTRIES:
+            path = out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _train_variant(name: str, data, out: Path, steps: Optional[int], seed: int, export_check: bool) -> tuple:
+    """Train one variant; returns (final model folder, seconds, steps)."""
+    from .training.loop import train
+    from .training.recipes import get_recipe
+
+    overrides = {"data_root": str(out / "data"), "eval_split": None, "seed": seed, "export_check": export_check,
+                 **VARIANTS[name][1]}
+    if steps is not None:
+        overrides.update(max_steps=steps, save_every=steps, log_every=max(1, min(20, steps)))
+    recipe = get_recipe(RECIPE, **overrides)
+    started = time.perf_counter()
+    result = train(recipe, out / "runs" / name, data=data)
+    return Path(result.final_model), time.perf_counter() - started, recipe.max_steps
+
+
+def _write_predictions(model, processor, data_root: Path, test, out_dir: Path, count: int) -> list:
+    """Masks and overlays for up to ``count`` test images, half day and half night."""
+    from .commands.predict import InputPair, predict_pairs
+
+    names = list(test["name"])
+    conditions = list(test["condition"])
+    day = [n for n, c in zip(names, conditions) if c == "day"]
+    night = [n for n, c in zip(names, conditions) if c == "night"]
+    chosen = day[: count - min(len(night), count // 2)] + night[: count // 2]
+    pairs = [InputPair(name, data_root / "images" / f"{name}.png", None) for name in sorted(chosen)]
+    return predict_pairs(model, processor, pairs, out_dir, task="segmentation", progress=False)
+
+
+def comparison_rows(results: dict) -> list:
+    """One row per variant: title, mIoU all / day / night and the night IoU of :data:`NIGHT_CLASSES` (fractions)."""
+    rows = []
+    for name, entry in results.items():
+        groups = entry["result"]["results"]["none"]
+        night = groups.get("night", {})
+        row = {
+            "variant": name,
+            "title": VARIANTS[name][0],
+            "mIoU": groups["all"]["mIoU"],
+            "mIoU_day": groups.get("day", {}).get("mIoU", math.nan),
+            "mIoU_night": night.get("mIoU", math.nan),
+            "train_seconds": entry["seconds"],
+            "steps": entry["steps"],
+        }
+        for class_name in NIGHT_CLASSES:
+            row[f"{class_name}_IoU_night"] = night.get("per_class_iou", {}).get(class_name, math.nan)
+        rows.append(row)
+    return rows
+
+
+def _is_missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _percent(value) -> str:
+    return "n/a" if _is_missing(value) else f"{100.0 * value:.1f}"
+
+
+def comparison_markdown(rows: list) -> str:
+    """The comparison table (%, one decimal)."""
+    header = ["Model", "mIoU", "mIoU day", "mIoU night"] + [f"{c} IoU night" for c in NIGHT_CLASSES] + ["train time"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row["title"]] + [_percent(row[k]) for k in ("mIoU", "mIoU_day", "mIoU_night")]
+        cells += [_percent(row[f"{c}_IoU_night"]) for c in NIGHT_CLASSES]
+        cells.append(f"{row['train_seconds'] / 60:.1f} min")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _protocol_table(result: dict) -> str:
+    from .evaluation.runner import results_to_markdown
+
+    return results_to_markdown(result).split("\n### Protocol")[0].rstrip() + "\n"
+
+
+def run_quickstart(
+    out_dir="ivgf-quickstart",
+    *,
+    compare: bool = False,
+    steps: Optional[int] = None,
+    overwrite: bool = False,
+    num_train: int = 192,
+    num_test: int = 48,
+    height: int = 240,
+    width: int = 320,
+    seed: int = 0,
+    num_predictions: int = 6,
+    export_check: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Run the quickstart into ``out_dir`` (see the module docstring) and return what it produced.
+
+    Args:
+        out_dir: output folder; must be empty or absent unless ``overwrite``.
+        compare: also train and evaluate the visible-only, infrared-only and sum-fusion baselines.
+        steps: optimizer steps per model (default: the ``synth-seg-cpu`` recipe's).
+        overwrite: replace a previous quickstart run in ``out_dir`` (other files there are kept).
+        num_train, num_test, height, width, seed: the SynthRGBT data (half of each split at night).
+        num_predictions: test images drawn into ``predictions/``.
+        export_check: prove the exported model folder loads as remote code in a fresh process.
+        log: where progress lines and the tables go.
+
+    Returns:
+        ``{"out_dir", "model", "eval", "predictions", "result", "comparison" (rows, with compare), "summary"}``.
+    """
+    from .data import generate_synthrgbt, load_mfnet
+    from .evaluation.runner import evaluate_model, write_evaluation_report
+    from .inference import load_model_and_processor
+
+    out = Path(out_dir)
+    prepare_output_dir(out, overwrite)
+    log(f"[1/4] SynthRGBT: {num_train} training and {num_test} test pairs of {height}x{width} -> {out / 'data'}")
+    generate_synthrgbt(out / "data", "mfnet", num_train=num_train, num_test=num_test, height=height, width=width,
+                       seed=seed)
+    data = load_mfnet(out / "data", splits=["train", "test"])
+    variants = list(VARIANTS) if compare else ["ivgf"]
+    evaluated = {}
+    for number, name in enumerate(variants, start=1):
+        log(f"[2/4] training {VARIANTS[name][0]} ({number}/{len(variants)}) on the CPU -> {out / 'runs' / name}")
+        folder, seconds, used_steps = _train_variant(name, data, out, steps, seed, export_check and name == "ivgf")
+        log(f"      {used_steps} steps in {seconds / 60:.1f} min")
+        model, processor = load_model_and_processor(folder)
+        protocols = PROTOCOLS if model.config.modalities == "both" else ("none",)
+        log(f"[3/4] evaluating {VARIANTS[name][0]} on {len(data['test'])} test pairs ({', '.join(protocols)})")
+        result = evaluate_model(model, data["test"], task="segmentation", processor=processor, protocols=protocols)
+        evaluated[name] = {"result": result, "seconds": seconds, "steps": used_steps, "folder": folder}
+        if name == "ivgf":
+            shutil.copytree(folder, out / "model")
+            eval_paths = write_evaluation_report(result, out / "eval", title="IVGF quickstart (tiny, SynthRGBT)")
+            log(f"[4/4] writing masks and overlays of {num_predictions} test images -> {out / 'predictions'}")
+            predictions = _write_predictions(model, processor, out / "data", data["test"], out / "predictions",
+                                             num_predictions)
+
+    main = evaluated["ivgf"]
+    summary = [f"## IVGF quickstart: tiny model, {main['steps']} steps, {main['seconds'] / 60:.1f} min on the CPU", "",
+               _protocol_table(main["result"])]
+    rows = None
+    if compare:
+        rows = comparison_rows(evaluated)
+        table = comparison_markdown(rows)
+        summary += ["### Fusion against the baselines (protocol: none missing)", "", table]
+        (out / "comparison.md").write_text(table, encoding="utf-8")
+        plain = [{key: (None if _is_missing(value) else value) for key, value in row.items()} for row in rows]
+        (out / "comparison.json").write_text(json.dumps(plain, indent=2) + "\n", encoding="utf-8")
+    text = "\n".join(summary)
+    (out / "summary.md").write_text(text, encoding="utf-8")
+    log("")
+    log(text)
+    log(f"model: {out / 'model'} (load with IVGFForSemanticSegmentation.from_pretrained)")
+    log(f"metrics and plots: {out / 'eval'}; overlays: {out / 'predictions'}")
+    return {
+        "out_dir": out,
+        "model": out / "model",
+        "eval": eval_paths,
+        "predictions": predictions,
+        "result": main["result"],
+        "comparison": rows,
+        "summary": text,
+    }
