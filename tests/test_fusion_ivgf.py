@@ -508,7 +508,9 @@ def test_agf_peak_memory_grows_linearly_with_tokens():
         increases.append(json.loads(child.stdout.strip().splitlines()[-1])["increase_kib"] * 1024)
     small, large = increases
     attention_matrix = batch * heads * (sides[1] ** 2) ** 2 * 4  # bytes of one fp32 N x N matrix per direction
-    assert large < attention_matrix / 2, f"peak increase {large / 2**20:.1f} MiB at 4096 tokens"
+    # A naive attention keeps about 4 such matrices for its backward (measured 1,070 MiB here); SDPA measured
+    # 55 MiB on an idle machine and up to 305 MiB on a heavily loaded one (allocator noise), far below either.
+    assert large < 2 * attention_matrix, f"peak increase {large / 2**20:.1f} MiB at 4096 tokens"
     assert large < 8 * max(small, 2**20), f"increase {small / 2**20:.1f} -> {large / 2**20:.1f} MiB for 4x tokens"
 
 
