@@ -74,8 +74,7 @@ def prepare_output_dir(out: Path, overwrite: bool) -> None:
 
 def _train_variant(name: str, data, out: Path, steps: Optional[int], seed: int, export_check: bool) -> tuple:
     """Train one variant; returns (final model folder, seconds, steps)."""
-    from .training.loop import train
-    from .training.recipes import get_recipe
+    from .training import get_recipe, train
 
     overrides = {"data_root": str(out / "data"), "eval_split": None, "seed": seed, "export_check": export_check,
                  **VARIANTS[name][1]}

@@ -59,7 +59,7 @@ def _cli(*args):
 
 
 def _run_args(root, output_dir, steps, workers=0):
-    sets = [f"--set={k}={v}" for k, v in RUN.items() if k not in ("num_workers",)]
+    sets = [f"--set={k}={v}" for k, v in RUN.items() if k != "num_workers"]
     return ["--recipe", "synth-seg-cpu", "--data-root", str(root), "--output-dir", str(output_dir),
             "--max-steps", str(steps), "--num-workers", str(workers), *sets]
 
@@ -281,8 +281,6 @@ import json, os, sys
 from pathlib import Path
 import torch
 from ivgf_hf.training.loop import train
-from ivgf_hf.training.model_setup import build_model
-from ivgf_hf.training.run_files import clear_run
 from ivgf_hf.training.recipes import TrainingRecipe
 
 recipe = TrainingRecipe(**json.loads(Path(sys.argv[1]).read_text()))

@@ -347,11 +347,8 @@ _SYNTH_CPU = dict(
     warmup_ratio=1e-3,
     scale_range=(0.5, 1.5),
     num_workers=1,
-    save_every=200,
-    eval_every=200,
     keep_last=2,
     log_every=20,
-    eval_size=160,
     eval_batch_size=2,
 )
 RECIPES = {
@@ -369,6 +366,7 @@ RECIPES = {
     ),
     "synth-seg-cpu": dict(
         _SYNTH_CPU, task="segmentation", learning_rate=2e-3, weight_decay=0.05, max_steps=800, crop_size=128,
+        save_every=400, eval_every=400,
     ),
     "synth-det-cpu": dict(
         _SYNTH_CPU,
@@ -377,6 +375,8 @@ RECIPES = {
         weight_decay=0.1,
         max_steps=400,
         crop_size=160,
+        save_every=200,
+        eval_every=200,
         max_grad_norm=10.0,
         model_overrides=dict(
             fpn_channels=64,
