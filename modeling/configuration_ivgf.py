@@ -119,6 +119,9 @@ class IVGFConfig(PretrainedConfig):
             Whether the auxiliary head concatenates its input with its output before classification.
         semantic_loss_ignore_index (`int`, *optional*, defaults to 255):
             Label value ignored by the segmentation loss.
+        semantic_loss_class_weights (`list[float]`, *optional*):
+            One cross-entropy weight per class (`num_labels` positive values), as mmseg's `class_weight`; `None` (the
+            paper's setting) weighs every class 1.
         fpn_channels (`int`, *optional*, defaults to 256):
             Channels of the detection feature pyramid (P2-P6, P6 by max-pooling P5).
         anchor_sizes (`list[int]`, *optional*, defaults to `[32, 64, 128, 256, 512]`):
@@ -207,6 +210,7 @@ class IVGFConfig(PretrainedConfig):
         auxiliary_num_convs=1,
         auxiliary_concat_input=False,
         semantic_loss_ignore_index=255,
+        semantic_loss_class_weights=None,
         fpn_channels=256,
         anchor_sizes=(32, 64, 128, 256, 512),
         anchor_aspect_ratios=(0.5, 1.0, 2.0),
@@ -277,6 +281,9 @@ class IVGFConfig(PretrainedConfig):
         self.auxiliary_num_convs = auxiliary_num_convs
         self.auxiliary_concat_input = auxiliary_concat_input
         self.semantic_loss_ignore_index = semantic_loss_ignore_index
+        self.semantic_loss_class_weights = (
+            [float(w) for w in semantic_loss_class_weights] if semantic_loss_class_weights is not None else None
+        )
         self.fpn_channels = fpn_channels
         self.anchor_sizes = list(anchor_sizes)
         self.anchor_aspect_ratios = [float(r) for r in anchor_aspect_ratios]
@@ -359,6 +366,9 @@ class IVGFConfig(PretrainedConfig):
                 bad = [j for j in self.tem_layers if not 1 <= j <= depth]
                 if bad:
                     raise ValueError(f"tem_layers {bad} are outside the transformer blocks 1..{depth}")
+        weights = self.semantic_loss_class_weights
+        if weights is not None and not all(w > 0 and w != float("inf") for w in weights):
+            raise ValueError(f"semantic_loss_class_weights must be positive and finite, got {weights}")
         if len(self.agf_num_heads) != 4 or len(self.agf_kv_stride) != 4:
             raise ValueError("agf_num_heads and agf_kv_stride need one entry per scale (4)")
         if len(self.anchor_sizes) != 5:

@@ -329,7 +329,8 @@ class IVGFForSemanticSegmentation(IVGFPreTrainedModel):
     """IVGF with transformers' UperNet decode head (pool scales 1, 2, 3, 6) and an auxiliary FCN head on F3.
 
     Logits are upsampled (bilinear) to the input size. With ``labels`` the loss is the cross-entropy of the decode
-    head plus ``auxiliary_loss_weight`` times that of the auxiliary head, ignoring ``semantic_loss_ignore_index``.
+    head plus ``auxiliary_loss_weight`` times that of the auxiliary head, ignoring ``semantic_loss_ignore_index`` and
+    weighting classes by ``semantic_loss_class_weights`` when set.
     The heads use BatchNorm as in the paper: training with one image per process needs SyncBatchNorm across
     several processes (the training loop converts it under multi-GPU); a single process needs 2 or more images.
     """
@@ -396,13 +397,35 @@ class IVGFForSemanticSegmentation(IVGFPreTrainedModel):
         return SemanticSegmenterOutput(loss=loss, logits=logits, hidden_states=hidden_states)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Weighted mean cross-entropy over the labelled pixels; 0 (graph-connected) when every pixel is ignored.
+
+        Branch-free, so `torch.compile` traces it without graph breaks; the label-range check runs in eager mode.
+        """
         ignore = self.config.semantic_loss_ignore_index
-        invalid = (labels != ignore) & ((labels < 0) | (labels >= self.config.num_labels))
-        if invalid.any():
+        labelled = labels != ignore
+        if not torch.compiler.is_compiling():
+            invalid = labelled & ((labels < 0) | (labels >= self.config.num_labels))
+            if invalid.any():
+                raise ValueError(
+                    f"labels contain ids {labels[invalid].unique().tolist()} outside [0, {self.config.num_labels}) "
+                    f"that are not the ignore index {ignore}"
+                )
+        weights = self._class_weights(logits)
+        total = F.cross_entropy(logits.float(), labels, weight=weights, ignore_index=ignore, reduction="sum")
+        if weights is None:
+            normaliser = labelled.sum()
+        else:
+            normaliser = (weights[torch.where(labelled, labels, 0)] * labelled).sum()
+        return total / normaliser.float().clamp(min=torch.finfo(torch.float32).tiny)
+
+    def _class_weights(self, logits: torch.Tensor):
+        """`config.semantic_loss_class_weights` as a float32 tensor on the logits' device, or None."""
+        weights = self.config.semantic_loss_class_weights
+        if weights is None:
+            return None
+        if len(weights) != self.config.num_labels:
             raise ValueError(
-                f"labels contain ids {labels[invalid].unique().tolist()} outside [0, {self.config.num_labels}) "
-                f"that are not the ignore index {ignore}"
+                f"semantic_loss_class_weights has {len(weights)} values but the model has {self.config.num_labels} "
+                "labels"
             )
-        if not (labels != ignore).any():
-            return logits.sum() * 0.0  # every pixel ignored: no signal, but a graph-connected zero
-        return F.cross_entropy(logits.float(), labels, ignore_index=ignore)
+        return torch.tensor(weights, dtype=torch.float32, device=logits.device)

@@ -116,6 +116,27 @@ def test_auxiliary_loss_weight_is_applied():
     assert with_aux > without_aux
 
 
+def test_class_weighted_loss_matches_torch_and_survives_an_all_ignored_batch():
+    torch.manual_seed(0)
+    model = IVGFForSemanticSegmentation(tiny_config(use_auxiliary_head=False)).eval()
+    logits = torch.randn(2, NUM_LABELS, 8, 8, requires_grad=True)
+    target = torch.randint(0, NUM_LABELS, (2, 8, 8))
+    target[0, :3] = 255
+    assert torch.allclose(model._loss(logits, target), torch.nn.functional.cross_entropy(logits, target, ignore_index=255))
+    weights = torch.linspace(0.2, 3.0, NUM_LABELS)
+    model.config.semantic_loss_class_weights = weights.tolist()
+    expected = torch.nn.functional.cross_entropy(logits, target, weight=weights, ignore_index=255)
+    assert torch.allclose(model._loss(logits, target), expected)
+    ignored = model._loss(logits, torch.full_like(target, 255))
+    ignored.backward()
+    assert ignored.item() == 0.0 and torch.all(logits.grad == 0)  # no NaN from 0 / 0
+    model.config.semantic_loss_class_weights = [1.0, 2.0]
+    with pytest.raises(ValueError, match="semantic_loss_class_weights has 2 values"):
+        model._loss(logits, target)
+    with pytest.raises(ValueError, match="positive and finite"):
+        tiny_config(semantic_loss_class_weights=[1.0, 0.0, 1.0])
+
+
 def test_all_missing_weights_are_initialised_by_init_weights():
     config = tiny_config()
     model = IVGFForSemanticSegmentation.from_pretrained(None, config=config, state_dict={})

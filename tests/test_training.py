@@ -5,6 +5,7 @@ equal thread counts, and one thread per process is also what torchrun gives each
 """
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -211,6 +213,26 @@ def test_build_model_from_foundation_checkpoints_or_a_saved_folder(tmp_path):
     assert type(detector).__name__ == "IVGFForObjectDetection" and detector.config.num_labels == 2
     assert torch.equal(detector.ivgf.visible_encoder.blocks3[1].mlp.fc2.weight, visible["blocks3.1.mlp.fc2.weight"])
     assert "missing keys:" in report and "roi_heads" in report  # the new head is listed, the encoders are not
+
+
+def test_enet_class_weights_come_from_the_training_labels(synth):
+    from ivgf_hf.data import load_mfnet
+    from ivgf_hf.training.class_weights import class_weights_for, enet_class_weights, label_pixel_counts
+
+    assert enet_class_weights([90, 10, 0]) == pytest.approx([1 / math.log(1.92), 1 / math.log(1.12), 1 / math.log(1.02)])
+    train_split = load_mfnet(synth, splits=["train"])["train"]
+    counts = label_pixel_counts(train_split, 9)
+    assert counts.sum() == 12 * 64 * 96 - sum((np.asarray(row["label"]) == 255).sum() for row in train_split)
+    weights = class_weights_for("enet", train_split, 9)
+    assert weights[0] == min(weights) and class_weights_for("none", train_split, 9) is None  # unlabelled is common
+    with pytest.raises(ValueError, match=r"training row \d+: label ids \[[\d, ]+\] are outside \[0, 3\)"):
+        label_pixel_counts(train_split, 3)
+    with pytest.raises(RecipeError, match="class_weighting must be one of"):
+        get_recipe("synth-seg-cpu", class_weighting="balanced")
+    with pytest.raises(RecipeError, match="segmentation only"):
+        get_recipe("synth-det-cpu", class_weighting="enet")
+    model, _, _ = build_model(get_recipe("synth-seg-cpu"), [str(i) for i in range(9)], weights)
+    assert model.config.semantic_loss_class_weights == weights
 
 
 # --- end to end ---------------------------------------------------------------------------------------------------

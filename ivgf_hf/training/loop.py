@@ -23,6 +23,7 @@ import torch
 
 from ..evaluation.runner import evaluate_model
 from .checkpointing import CheckpointManager, TrainingProgress
+from .class_weights import class_weights_for
 from .data import (
     EpochBatchSampler,
     SeededTransformDataset,
@@ -207,12 +208,16 @@ def _prepare_folder(accelerator, output_dir: Path, overwrite: bool) -> None:
     accelerator.wait_for_everyone()
 
 
-def _build(accelerator, recipe: TrainingRecipe, class_names: list) -> tuple:
+def _build(accelerator, recipe: TrainingRecipe, class_names: list, train_split) -> tuple:
     """Model, optimizer and scheduler prepared by Accelerate, the processor and the initialisation report."""
     from accelerate.utils import set_seed
 
+    class_weights = class_weights_for(recipe.class_weighting, train_split, len(class_names))
     set_seed(recipe.seed)  # identical initial weights in every process
-    model, processor, init_report = build_model(recipe, class_names)
+    model, processor, init_report = build_model(recipe, class_names, class_weights)
+    if class_weights is not None:
+        weights = ", ".join(f"{name} {weight:.2f}" for name, weight in zip(class_names, class_weights))
+        init_report += f"\nloss class weights ({recipe.class_weighting}): {weights}"
     if recipe.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     if recipe.sync_batchnorm and accelerator.num_processes > 1 and accelerator.device.type == "cuda":
@@ -231,7 +236,7 @@ class _TrainingRun:
         self.is_main = accelerator.is_main_process
         self.class_names = dataset_class_names(data, recipe.task)
         self.model, self.optimizer, self.scheduler, self.processor, init_report = _build(
-            accelerator, recipe, self.class_names
+            accelerator, recipe, self.class_names, data[recipe.train_split]
         )
         self.unwrapped = accelerator.unwrap_model(self.model)
         self.eval_processor = _eval_processor(self.processor, recipe.eval_size)

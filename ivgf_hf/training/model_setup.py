@@ -35,8 +35,10 @@ def _load_processor(source: str) -> IVGFImageProcessor:
         return IVGFImageProcessor()
 
 
-def build_model(recipe, class_names) -> tuple:
+def build_model(recipe, class_names, class_weights=None) -> tuple:
     """``(model, processor, init_report)`` for ``recipe`` with a head for ``class_names``.
+
+    ``class_weights`` (one per class, segmentation) become the config's ``semantic_loss_class_weights``.
 
     * ``recipe.init_from`` (folder or Hub id): ``from_pretrained`` in float32 with the recipe's
       ``model_overrides``; a head of another size is re-initialised (reported as mismatched).
@@ -48,6 +50,8 @@ def build_model(recipe, class_names) -> tuple:
     """
     model_class = MODEL_CLASSES[recipe.task]
     labels = _label_maps(class_names)
+    if class_weights is not None:
+        labels["semantic_loss_class_weights"] = list(class_weights)
     if recipe.init_from:
         model, info = model_class.from_pretrained(
             recipe.init_from,
