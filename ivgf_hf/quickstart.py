@@ -5,7 +5,7 @@ recipe, evaluates it per missing-modality protocol (Table VI) and lighting condi
 (``from_pretrained``-loadable), the metrics and overlay PNGs, and returns / prints a short table. With
 ``compare=True`` it also trains the visible-only and infrared-only models and the sum-fusion baseline (no FEM,
 TEM or AGF) on the same data, steps and seed, and compares them where SynthRGBT makes fusion matter: at night,
-people are visible only in the infrared image, and colour cones only in the visible image.
+people are visible only in the infrared image, and bumps only in the visible one.
 
 Output folder::
 
@@ -52,8 +52,10 @@ VARIANTS = {
 OUTPUT_ENTRIES = ("data", "runs", "model", "eval", "predictions", "comparison.md", "comparison.json", "summary.md")
 PROTOCOLS = ("none", "visible_missing", "infrared_missing")
 RECIPE = "synth-seg-cpu"
-# The classes where one modality is blind at night in SynthRGBT (see ivgf_hf.data.synthetic_scene).
-NIGHT_CLASSES = ("person", "color_cone")
+# (class, lighting) cells of the comparison table where one modality is blind in SynthRGBT (see
+# ivgf_hf.data.synthetic_scene): people at night are visible only in the infrared image, bumps only in the visible one.
+HIGHLIGHTS = (("person", "night"), ("bump", "all"))
+LIGHTINGS = ("all", "day", "night")
 
 
 def prepare_output_dir(out: Path, overwrite: bool) -> None:
@@ -100,22 +102,17 @@ def _write_predictions(model, processor, data_root: Path, test, out_dir: Path, c
 
 
 def comparison_rows(results: dict) -> list:
-    """One row per variant: title, mIoU all / day / night and the night IoU of :data:`NIGHT_CLASSES` (fractions)."""
+    """One row per variant: title, mIoU and per-class IoU by lighting (fractions), training time and steps."""
     rows = []
     for name, entry in results.items():
         groups = entry["result"]["results"]["none"]
-        night = groups.get("night", {})
-        row = {
-            "variant": name,
-            "title": VARIANTS[name][0],
-            "mIoU": groups["all"]["mIoU"],
-            "mIoU_day": groups.get("day", {}).get("mIoU", math.nan),
-            "mIoU_night": night.get("mIoU", math.nan),
-            "train_seconds": entry["seconds"],
-            "steps": entry["steps"],
+        row = {"variant": name, "title": VARIANTS[name][0]}
+        for lighting in LIGHTINGS:
+            row[f"mIoU_{lighting}"] = groups.get(lighting, {}).get("mIoU", math.nan)
+        row["per_class_iou"] = {
+            lighting: dict(groups.get(lighting, {}).get("per_class_iou", {})) for lighting in LIGHTINGS
         }
-        for class_name in NIGHT_CLASSES:
-            row[f"{class_name}_IoU_night"] = night.get("per_class_iou", {}).get(class_name, math.nan)
+        row.update(train_seconds=entry["seconds"], steps=entry["steps"])
         rows.append(row)
     return rows
 
@@ -129,15 +126,26 @@ def _percent(value) -> str:
 
 
 def comparison_markdown(rows: list) -> str:
-    """The comparison table (%, one decimal)."""
-    header = ["Model", "mIoU", "mIoU day", "mIoU night"] + [f"{c} IoU night" for c in NIGHT_CLASSES] + ["train time"]
+    """The comparison table (%, one decimal): mIoU by lighting and the IoU of :data:`HIGHLIGHTS`."""
+    header = ["Model", "mIoU", "mIoU day", "mIoU night"]
+    header += [f"{name} IoU{'' if lighting == 'all' else ' ' + lighting}" for name, lighting in HIGHLIGHTS]
+    header.append("train time")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row["title"]] + [_percent(row[k]) for k in ("mIoU", "mIoU_day", "mIoU_night")]
-        cells += [_percent(row[f"{c}_IoU_night"]) for c in NIGHT_CLASSES]
+        cells = [row["title"]] + [_percent(row[f"mIoU_{lighting}"]) for lighting in LIGHTINGS]
+        cells += [_percent(row["per_class_iou"][lighting].get(name, math.nan)) for name, lighting in HIGHLIGHTS]
         cells.append(f"{row['train_seconds'] / 60:.1f} min")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _json_ready(value):
+    """``value`` with NaN (a class or lighting absent from the test split) replaced by None, recursively."""
+    if isinstance(value, dict):
+        return {key: _json_ready(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_ready(item) for item in value]
+    return None if _is_missing(value) else value
 
 
 def _protocol_table(result: dict) -> str:
@@ -213,8 +221,7 @@ def run_quickstart(
         table = comparison_markdown(rows)
         summary += ["### Fusion against the baselines (protocol: none missing)", "", table]
         (out / "comparison.md").write_text(table, encoding="utf-8")
-        plain = [{key: (None if _is_missing(value) else value) for key, value in row.items()} for row in rows]
-        (out / "comparison.json").write_text(json.dumps(plain, indent=2) + "\n", encoding="utf-8")
+        (out / "comparison.json").write_text(json.dumps(_json_ready(rows), indent=2) + "\n", encoding="utf-8")
     text = "\n".join(summary)
     (out / "summary.md").write_text(text, encoding="utf-8")
     log("")

@@ -190,6 +190,7 @@ def test_sharding_evaluates_every_world_size_th_sample():
 
 
 def _distributed_worker(rank, world, init_file, out_file):
+    torch.set_num_threads(1)  # a forked child must not reuse the parent's OpenMP pool
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         result = evaluate_model(StubForSemanticSegmentation(), SAMPLES, task="segmentation")
@@ -201,7 +202,9 @@ def _distributed_worker(rank, world, init_file, out_file):
 
 def test_two_processes_sum_their_shards(tmp_path):
     out_file = tmp_path / "confusion"
-    torch.multiprocessing.spawn(_distributed_worker, args=(2, str(tmp_path / "init"), str(out_file)), nprocs=2)
+    torch.multiprocessing.start_processes(  # fork: the children reuse the imported modules (spawn re-imports them)
+        _distributed_worker, args=(2, str(tmp_path / "init"), str(out_file)), nprocs=2, start_method="fork"
+    )
     for rank in range(2):
         assert json.loads((tmp_path / f"confusion.{rank}").read_text()) == [[3, 0, 1], [2, 2, 0], [0, 0, 3]]
 

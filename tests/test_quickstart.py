@@ -51,9 +51,10 @@ def test_overwrite_deletes_only_quickstart_entries(tmp_path):
     assert "notes.txt" not in OUTPUT_ENTRIES
 
 
-def _result(miou, miou_night, person_night, cone_night):
-    night = {"mIoU": miou_night, "per_class_iou": {"person": person_night, "color_cone": cone_night}}
-    return {"results": {"none": {"all": {"mIoU": miou}, "day": {"mIoU": 0.5}, "night": night}}}
+def _result(miou, miou_night, person_night, bump):
+    night = {"mIoU": miou_night, "per_class_iou": {"person": person_night}}
+    return {"results": {"none": {"all": {"mIoU": miou, "per_class_iou": {"bump": bump}}, "day": {"mIoU": 0.5},
+                                 "night": night}}}
 
 
 def test_comparison_table():
@@ -63,8 +64,9 @@ def test_comparison_table():
     }
     rows = comparison_rows(evaluated)
     assert [row["variant"] for row in rows] == ["ivgf", "infrared_only"]
-    assert rows[1]["color_cone_IoU_night"] == 0.0 and rows[0]["person_IoU_night"] == 0.7
+    assert rows[1]["per_class_iou"]["all"]["bump"] == 0.0 and rows[0]["per_class_iou"]["night"]["person"] == 0.7
+    assert rows[0]["per_class_iou"]["day"] == {}
     lines = comparison_markdown(rows).splitlines()
-    assert lines[0] == "| Model | mIoU | mIoU day | mIoU night | person IoU night | color_cone IoU night | train time |"
+    assert lines[0] == "| Model | mIoU | mIoU day | mIoU night | person IoU night | bump IoU | train time |"
     assert lines[2] == "| IVGF (FEM + TEM + AGF) | 60.0 | 50.0 | 55.0 | 70.0 | 40.0 | 5.0 min |"
     assert lines[3] == "| Infrared only | 40.0 | 50.0 | 45.0 | 65.0 | 0.0 | 2.5 min |"
