@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--batch", type=int, default=2, help="images per step (default 2)")
     what.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="bf16 = bf16 autocast")
     what.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: cuda if available")
-    what.add_argument("--compile", action="store_true", help="torch.compile the task model")
+    what.add_argument("--compile", action="store_true",
+                      help="torch.compile the task model (and report its graph breaks)")
     what.add_argument("--channels-last", action="store_true", help="model and inputs in channels-last memory format")
     what.add_argument("--gradient-checkpointing", action="store_true", help="recompute stages in the training step")
     what.add_argument("--variants", nargs="*", choices=_VARIANTS, default=list(_VARIANTS),
@@ -54,34 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args):
+    """The options as :class:`~ivgf_hf.benchmark.BenchmarkSettings` (each option's dest is a settings field)."""
+    from dataclasses import fields
+
     from ..benchmark import BenchmarkSettings
 
-    return BenchmarkSettings(
-        preset=args.preset,
-        task=args.task,
-        size=args.size,
-        batch=args.batch,
-        dtype=args.dtype,
-        device=args.device,
-        compile=args.compile,
-        channels_last=args.channels_last,
-        gradient_checkpointing=args.gradient_checkpointing,
-        variants=tuple(args.variants),
-        warmup=args.warmup,
-        iterations=args.iterations,
-        threads=args.threads,
-        phases=tuple(args.phases),
-        isolate=args.isolate,
-        matmul_size=args.matmul_size,
-        agf_sizes=tuple(args.agf_sizes),
-        agf_passes=tuple(args.agf_passes),
-        agf_max_naive_gib=args.agf_max_naive_gib,
-        data_pipeline=args.data_pipeline,
-        data_pairs=args.data_pairs,
-        data_image_size=tuple(args.data_image_size),
-        data_workers=args.data_workers,
-        timeout=args.timeout,
-    )
+    return BenchmarkSettings(**{field.name: getattr(args, field.name) for field in fields(BenchmarkSettings)})
 
 
 def _benchmark(args) -> int:
