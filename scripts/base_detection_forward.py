@@ -15,18 +15,8 @@ import time
 import torch
 
 from ivgf_hf import get_config
+from ivgf_hf.benchmark import parameter_counts
 from ivgf_hf.modeling.detection_ivgf import IVGFForObjectDetection
-
-
-def parameter_counts(model) -> dict:
-    """Parameters by part: the trunk's top-level modules (`ivgf.*`), then `fpn`, `rpn`, `roi_heads`."""
-    counts = {}
-    for name, parameter in model.named_parameters():
-        parts = name.split(".")
-        key = ".".join(parts[:2]) if parts[0] == "ivgf" else parts[0]
-        counts[key] = counts.get(key, 0) + parameter.numel()
-    counts["total"] = sum(p.numel() for p in model.parameters())
-    return counts
 
 
 def main():

@@ -13,18 +13,8 @@ import time
 import torch
 
 from ivgf_hf import get_config
+from ivgf_hf.benchmark import parameter_counts
 from ivgf_hf.modeling import IVGFForSemanticSegmentation
-
-
-def parameter_counts(model) -> dict:
-    """Parameters by top-level part of the model."""
-    counts = {}
-    for name, parameter in model.named_parameters():
-        parts = name.split(".")
-        key = ".".join(parts[:2]) if parts[0] == "ivgf" else parts[0]
-        counts[key] = counts.get(key, 0) + parameter.numel()
-    counts["total"] = sum(p.numel() for p in model.parameters())
-    return counts
 
 
 def main():

@@ -56,6 +56,7 @@ def test_report_has_every_field(smoke):
             for name in fields:
                 assert name in result, (row["variant"], phase, name)
             assert result["memory"]["peak_bytes"] > 0
+            assert result["parameters_by_part"]["total"] == result["parameters"]
             assert result["matmul"]["flop_per_s"] > 0 and result["utilisation"] > 0
             assert result["utilisation_cpu_time"] > 0  # CPU run: the load-independent ratio is reported
         for clock in ("time_split_s", "time_split_cpu_s"):  # wall time, and CPU time on the CPU

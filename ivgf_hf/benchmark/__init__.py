@@ -29,7 +29,7 @@ from .agf import NaiveAttentionFusion, measure_agf_case, naive_attention_estimat
 from .cases import build_model, low_precision_error, make_batch, measure_model_case, run_case, run_in_subprocess
 from .measure import measure_matmul_throughput
 from .plots import plot_report
-from .profiling import ModuleGroupProbe, count_flops, module_groups
+from .profiling import ModuleGroupProbe, count_flops, module_groups, parameter_counts
 from .report import agf_memory_markdown, report_markdown, write_report
 from .runner import run_benchmark
 from .settings import AGF_IMPLEMENTATIONS, AGF_PASSES, DTYPES, MODULE_GROUPS, TASKS, VARIANTS, BenchmarkSettings
@@ -50,6 +50,7 @@ __all__ = [
     "module_groups",
     "ModuleGroupProbe",
     "count_flops",
+    "parameter_counts",
     "low_precision_error",
     "measure_matmul_throughput",
     "measure_model_case",

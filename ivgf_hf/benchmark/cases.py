@@ -15,7 +15,7 @@ from ..presets import get_config
 from ..training.model_setup import enable_gradient_checkpointing
 from .agf import measure_agf_case
 from .measure import clock, measure_matmul_throughput, peak_memory_bytes, reset_peak_memory, time_calls
-from .profiling import count_flops, module_groups, op_profile, time_split
+from .profiling import count_flops, module_groups, op_profile, parameter_counts, time_split
 from .settings import DTYPES, NUM_LABELS, SCHEDULE_ITERATIONS, VARIANTS, BenchmarkSettings
 
 
@@ -215,6 +215,7 @@ def measure_model_case(case: dict) -> dict:
     return {
         **result,
         "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters_by_part": parameter_counts(model),
         "threads": torch.get_num_threads(),
         "matmul": matmul,
         "achieved_flop_per_s": achieved,

@@ -23,6 +23,18 @@ def _call_units(module: nn.Module) -> list:
     return units
 
 
+def parameter_counts(model: nn.Module) -> dict:
+    """Parameters by part: the fused model's top-level modules (``ivgf.visible_encoder``, ``ivgf.fusions``, ...),
+    then every other top-level module of the task model (heads), and ``total``."""
+    counts = {}
+    for name, parameter in model.named_parameters():
+        parts = name.split(".")
+        key = ".".join(parts[:2]) if parts[0] == "ivgf" else parts[0]
+        counts[key] = counts.get(key, 0) + parameter.numel()
+    counts["total"] = sum(p.numel() for p in model.parameters())
+    return counts
+
+
 def module_groups(model: nn.Module) -> dict:
     """Disjoint module lists per group of :data:`MODULE_GROUPS`: the encoders' stage modules, FEM, TEM, the
     fusions (AGF or sums), and the head (every child of the task model besides ``ivgf``)."""
