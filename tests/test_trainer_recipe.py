@@ -30,7 +30,9 @@ def test_trainer_trains_and_evaluates_segmentation_with_the_recipe(tmp_path, one
     recipe = get_recipe("synth-seg-cpu", data_root=str(root), **SMALL)
     data = load_recipe_data(recipe, tmp_path)
     model, processor, _ = build_model(recipe, data.class_names)
+    assert model.config.semantic_loss_class_weights is None
     trainer = build_trainer(recipe, model, processor, data, tmp_path / "trainer")
+    assert len(model.config.semantic_loss_class_weights) == 9  # the recipe's ENet weights, as `ivgf train` sets them
 
     assert trainer.model_accepts_loss_kwargs is False  # IVGF's forward has no **kwargs: loss scaling stays on
     assert trainer.args.remove_unused_columns is False and trainer.args.batch_eval_metrics

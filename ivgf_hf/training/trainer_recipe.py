@@ -17,6 +17,7 @@ seeded global generator, and evaluation runs at the eval transform's size (``rec
 """
 
 import inspect
+import logging
 
 import torch
 from transformers import Trainer, TrainingArguments
@@ -24,8 +25,11 @@ from transformers import Trainer, TrainingArguments
 from ..data import DetectionEvalTransform, SegmentationEvalTransform, collate_detection, collate_segmentation
 from ..evaluation.detection import DetectionMetric
 from ..evaluation.segmentation import preprocess_logits_for_metrics, segmentation_compute_metrics
+from .class_weights import class_weights_for
 from .data import build_train_transform
 from .optim import PolynomialWarmupSchedule, build_optimizer
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["IVGFTrainer", "trainer_arguments", "build_trainer"]
 
@@ -148,7 +152,9 @@ def build_trainer(recipe, model, processor, data, output_dir, class_names=None, 
 
     Args:
         recipe: the training recipe (splits, transforms, optimizer, schedule, cadence).
-        model: an ``IVGFForSemanticSegmentation`` or ``IVGFForObjectDetection`` matching ``recipe.task``.
+        model: an ``IVGFForSemanticSegmentation`` or ``IVGFForObjectDetection`` matching ``recipe.task``. With a
+            recipe ``class_weighting`` and no ``semantic_loss_class_weights`` in its config, the weights are
+            computed from the training split and set in its config, as ``ivgf train`` does.
         processor: the ``IVGFImageProcessor`` whose normalisation the transforms use (saved with checkpoints).
         data: the data set; ``recipe.train_split`` and ``recipe.eval_split`` (if any) are used.
         output_dir: the Trainer's output folder.
@@ -156,6 +162,10 @@ def build_trainer(recipe, model, processor, data, output_dir, class_names=None, 
         **argument_overrides: replace :func:`trainer_arguments` values.
     """
     names = list(class_names or [model.config.id2label[i] for i in range(model.config.num_labels)])
+    if recipe.class_weighting != "none" and getattr(model.config, "semantic_loss_class_weights", None) is None:
+        weights = class_weights_for(recipe.class_weighting, data[recipe.train_split], len(names))
+        model.config.semantic_loss_class_weights = weights
+        logger.info("loss class weights (%s): %s", recipe.class_weighting, dict(zip(names, weights)))
     train_dataset = data[recipe.train_split].with_transform(build_train_transform(recipe, processor))
     eval_dataset, metrics = None, {}
     if recipe.eval_split is not None:
