@@ -2,13 +2,11 @@
 or a naive attention that writes out the N x N matrix."""
 
 import time
-from contextlib import nullcontext
 
 import torch
 
 from ..modeling.fusion_ivgf import IVGFAttentionGuidedFusion
-from .measure import peak_memory_bytes, reset_peak_memory, synchronize
-from .settings import DTYPES
+from .measure import autocast, peak_memory_bytes, reset_peak_memory, synchronize
 
 
 class NaiveAttentionFusion(IVGFAttentionGuidedFusion):
@@ -39,14 +37,12 @@ def measure_agf_case(case: dict) -> dict:
         for param in agf.parameters():
             param.normal_(std=0.02)
     backward = case["pass"] == "forward+backward"
-    dtype = case.get("dtype", "fp32")
-    autocast = torch.autocast(device.type, dtype=DTYPES[dtype]) if dtype != "fp32" else nullcontext()
 
     def step(side: int):
         shape = (case["batch"], case["channels"], side, side)
         visible = torch.randn(shape, device=device, requires_grad=backward)
         infrared = torch.randn(shape, device=device, requires_grad=backward)
-        with torch.set_grad_enabled(backward), autocast:
+        with torch.set_grad_enabled(backward), autocast(case["device"], case.get("dtype", "fp32")):
             out = agf(visible, infrared)
         if backward:
             out.float().square().mean().backward()

@@ -5,7 +5,6 @@ import json
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
 from functools import partial
 
 import torch
@@ -14,7 +13,7 @@ from torch import nn
 from ..presets import get_config
 from ..training.model_setup import enable_gradient_checkpointing
 from .agf import measure_agf_case
-from .measure import clock, measure_matmul_throughput, peak_memory_bytes, reset_peak_memory, time_calls
+from .measure import autocast, clock, measure_matmul_throughput, peak_memory_bytes, reset_peak_memory, time_calls
 from .profiling import count_flops, module_groups, op_profile, parameter_counts, time_split
 from .settings import DTYPES, NUM_LABELS, SCHEDULE_ITERATIONS, VARIANTS, BenchmarkSettings
 
@@ -61,13 +60,6 @@ def make_batch(settings: BenchmarkSettings, config, with_labels: bool) -> dict:
     return {**inputs, "labels": labels}
 
 
-def _autocast(settings: BenchmarkSettings):
-    """Autocast to the dtype of ``settings`` on its device; nothing for fp32."""
-    if settings.dtype == "fp32":
-        return nullcontext()
-    return torch.autocast(torch.device(settings.device).type, dtype=DTYPES[settings.dtype])
-
-
 def _dense_outputs(model: nn.Module, inputs: dict) -> dict:
     """Outputs compared between dtypes: the fused maps F1..F4 (flattened together) and the segmentation logits."""
     maps = model.ivgf(inputs["pixel_values"], inputs["pixel_values_ir"]).feature_maps
@@ -82,7 +74,7 @@ def low_precision_error(model: nn.Module, inputs: dict, settings: BenchmarkSetti
     largest fp32 value."""
     with torch.inference_mode():
         reference = _dense_outputs(model, inputs)
-        with _autocast(settings):
+        with autocast(settings.device, settings.dtype):
             low = _dense_outputs(model, inputs)
     errors = {}
     for name, ref in reference.items():
@@ -94,7 +86,7 @@ def low_precision_error(model: nn.Module, inputs: dict, settings: BenchmarkSetti
 def graph_breaks(model: nn.Module, inputs: dict, settings: BenchmarkSettings) -> dict:
     """Graphs and graph breaks of ``torch.compile`` on the eager model's inference forward, through
     ``torch._dynamo.explain`` (tracing and one eager run, no code generation). Resets dynamo's caches."""
-    with torch.inference_mode(), _autocast(settings):
+    with torch.inference_mode(), autocast(settings.device, settings.dtype):
         explained = torch._dynamo.explain(model)(**inputs)
     reasons = []
     for reason in explained.break_reasons:
@@ -113,15 +105,15 @@ def _compiled(model: nn.Module, settings: BenchmarkSettings) -> nn.Module:
     return torch.compile(model) if settings.compile else model
 
 
-def _measure_inference(model: nn.Module, settings: BenchmarkSettings, device: torch.device) -> dict:
+def _measure_inference(model: nn.Module, settings: BenchmarkSettings, device: torch.device) -> tuple:
     """Latency (s), images/s, peak memory, FLOPs, time split and op profile of the forward; with ``compile``, the
-    graph breaks."""
+    graph breaks. Returns ``(result, timing)``, ``timing`` as :func:`time_calls` returns it."""
     model.eval()
     inputs = make_batch(settings, model.config, with_labels=False)
     runner = _compiled(model, settings)
 
     def forward(module):
-        with torch.inference_mode(), _autocast(settings):
+        with torch.inference_mode(), autocast(settings.device, settings.dtype):
             return module(**inputs)
 
     memory = reset_peak_memory(device)
@@ -141,8 +133,6 @@ def _measure_inference(model: nn.Module, settings: BenchmarkSettings, device: to
         "compile_s": timing["first_call_s"] if settings.compile else None,
         "memory": memory,
         "flops": flops,
-        "seconds_per_call": timing["median_s"],
-        "cpu_seconds_per_call": timing["median_cpu_s"],
         **splits,
         "op_profile": op_profile(partial(forward, model), device),
     }
@@ -150,11 +140,12 @@ def _measure_inference(model: nn.Module, settings: BenchmarkSettings, device: to
         result["graph_breaks"] = graph_breaks(model, inputs, settings)
     if settings.dtype != "fp32":
         result["low_precision_error"] = low_precision_error(model, inputs, settings)
-    return result
+    return result, timing
 
 
-def _measure_training(model: nn.Module, settings: BenchmarkSettings, device: torch.device) -> dict:
-    """Step time (s, forward + backward + AdamW), images/s, hours of the paper's schedule, peak memory and FLOPs."""
+def _measure_training(model: nn.Module, settings: BenchmarkSettings, device: torch.device) -> tuple:
+    """Step time (s, forward + backward + AdamW), images/s, hours of the paper's schedule, peak memory and FLOPs.
+    Returns ``(result, timing)``, ``timing`` as :func:`time_calls` returns it."""
     model.train()
     if settings.gradient_checkpointing:
         enable_gradient_checkpointing(model)
@@ -164,7 +155,7 @@ def _measure_training(model: nn.Module, settings: BenchmarkSettings, device: tor
 
     def step(module, update: bool = True):
         optimizer.zero_grad(set_to_none=True)
-        with _autocast(settings):
+        with autocast(settings.device, settings.dtype):
             loss = module(**batch).loss
         loss.backward()
         if update:
@@ -174,7 +165,7 @@ def _measure_training(model: nn.Module, settings: BenchmarkSettings, device: tor
     timing = time_calls(partial(step, runner), settings.warmup, settings.iterations, device)
     memory["peak_bytes"] = peak_memory_bytes(device)
     flops = count_flops(partial(step, model, update=False))
-    return {
+    result = {
         "step_s": timing["median_s"],
         "step_all_s": timing["times_s"],
         "images_per_s": settings.batch / timing["median_s"],
@@ -182,10 +173,9 @@ def _measure_training(model: nn.Module, settings: BenchmarkSettings, device: tor
         "schedule_hours": timing["median_s"] * SCHEDULE_ITERATIONS / 3600,
         "memory": memory,
         "flops": {"total": flops["total"]},
-        "seconds_per_call": timing["median_s"],
-        "cpu_seconds_per_call": timing["median_cpu_s"],
         "gradient_checkpointing": settings.gradient_checkpointing,
     }
+    return result, timing
 
 
 def measure_model_case(case: dict) -> dict:
@@ -197,7 +187,7 @@ def measure_model_case(case: dict) -> dict:
     model = build_model(settings, case["variant"])
     before = measure_matmul_throughput(device, DTYPES[settings.dtype], settings.matmul_size)
     measure = _measure_inference if case["phase"] == "inference" else _measure_training
-    result = measure(model, settings, device)
+    result, timing = measure(model, settings, device)
     after = measure_matmul_throughput(device, DTYPES[settings.dtype], settings.matmul_size)
     # The better of the two is the ceiling the device reached around this case: a conservative utilisation.
     matmul = {
@@ -208,10 +198,9 @@ def measure_model_case(case: dict) -> dict:
         "after_flop_per_s": after["flop_per_s"],
     }
     flops = result["flops"]["total"]
-    achieved = flops / result["seconds_per_call"]
-    cpu_seconds = result.pop("cpu_seconds_per_call")
+    achieved = flops / timing["median_s"]
+    cpu_seconds = timing["median_cpu_s"]
     on_cpu = device.type == "cpu" and cpu_seconds > 0 and matmul["flop_per_cpu_s"]
-    del result["seconds_per_call"]
     return {
         **result,
         "parameters": sum(p.numel() for p in model.parameters()),

@@ -3,9 +3,19 @@
 import statistics
 import sys
 import time
+from contextlib import nullcontext
 from typing import Callable, Optional
 
 import torch
+
+from .settings import DTYPES
+
+
+def autocast(device: str, dtype: str):
+    """Autocast to ``dtype`` (a :data:`DTYPES` name) on ``device`` ("cpu" / "cuda"); nothing for "fp32"."""
+    if dtype == "fp32":
+        return nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=DTYPES[dtype])
 
 
 def synchronize(device: torch.device) -> None:

@@ -5,6 +5,15 @@ from pathlib import Path
 from .settings import AGF_IMPLEMENTATIONS, AGF_PASSES, MODULE_GROUPS
 
 
+PLOT_NAMES = ("memory", "time_split")
+
+
+def plot_paths(prefix: Path) -> dict:
+    """Plot name -> the file :func:`plot_report` writes for it: ``{prefix}_{name}.png``."""
+    prefix = Path(prefix)
+    return {name: prefix.parent / f"{prefix.name}_{name}.png" for name in PLOT_NAMES}
+
+
 def plot_report(report: dict, prefix: Path, overwrite: bool = False) -> list:
     """Plots ``{prefix}_memory.png`` (AGF peak memory in MiB vs input size in px, every measured case) and
     ``{prefix}_time_split.png`` (forward time by module per variant), where the report has the data. Returns the
@@ -14,11 +23,11 @@ def plot_report(report: dict, prefix: Path, overwrite: bool = False) -> list:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    prefix = Path(prefix)
+    targets = plot_paths(prefix)
     paths = []
 
     def save(figure, name):
-        path = prefix.parent / f"{prefix.name}_{name}.png"
+        path = targets[name]
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -235,10 +235,15 @@ def report_markdown(report: dict) -> str:
     return "\n".join(header) + "\n"
 
 
+def report_paths(out: Path) -> tuple:
+    """The files :func:`write_report` writes for ``out``: the JSON itself and the markdown next to it."""
+    out = Path(out)
+    return out, out.with_suffix(".md")
+
+
 def write_report(report: dict, out: Path, overwrite: bool = False) -> tuple:
     """Write ``out`` (JSON) and the markdown next to it (``.md``); FileExistsError unless ``overwrite``."""
-    out = Path(out)
-    markdown = out.with_suffix(".md")
+    out, markdown = report_paths(out)
     existing = [str(p) for p in (out, markdown) if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{', '.join(existing)} exist; pass overwrite=True (--overwrite) to replace them")

@@ -65,10 +65,12 @@ def _settings(args):
 
 def _benchmark(args) -> int:
     from ..benchmark import plot_report, report_markdown, run_benchmark, write_report
+    from ..benchmark.plots import plot_paths
+    from ..benchmark.report import report_paths
 
-    for path in [p for p in (args.out, args.out and args.out.with_suffix(".md")) if p] + [
-        args.plot.parent / f"{args.plot.name}_{name}.png" for name in ("memory", "time_split") if args.plot
-    ]:
+    outputs = list(report_paths(args.out)) if args.out else []
+    outputs += list(plot_paths(args.plot).values()) if args.plot else []
+    for path in outputs:  # checked before the run, which can take long, as well as when writing
         if path.exists() and not args.overwrite:
             raise SystemExit(f"ivgf benchmark: {path} exists; pass --overwrite to replace it")
     try:
