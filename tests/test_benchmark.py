@@ -70,7 +70,7 @@ def test_report_has_every_field(smoke):
     markdown = (folder / "bench.md").read_text()
     for heading in ("### Models", "### Training step", "### Forward time by module", "### AGF peak memory"):
         assert heading in markdown
-    assert "| ivgf |" in markdown and "Intel" in markdown or report["machine"]["device_name"] in markdown
+    assert "| ivgf |" in markdown and report["machine"]["device_name"] in markdown
     assert (folder / "bench_time_split.png").stat().st_size > 0
     assert (folder / "bench_memory.png").stat().st_size > 0
 
