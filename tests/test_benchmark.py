@@ -13,12 +13,14 @@ from ivgf_hf.benchmark import (
     MODULE_GROUPS,
     VARIANTS,
     BenchmarkSettings,
+    TensorMemoryTracker,
     count_flops,
     measure_model_case,
     report_markdown,
     run_benchmark,
     run_case,
     run_in_subprocess,
+    training_step_tensor_memory,
     write_report,
 )
 from ivgf_hf.benchmark.cases import graph_breaks
@@ -27,7 +29,7 @@ from ivgf_hf.modeling import IVGFForSemanticSegmentation
 
 PHASE_FIELDS = {
     "inference": ("latency_s", "images_per_s", "memory", "flops", "time_split_s", "op_profile", "utilisation"),
-    "training": ("step_s", "images_per_s", "schedule_hours", "memory", "flops", "utilisation"),
+    "training": ("step_s", "images_per_s", "schedule_hours", "memory", "tensor_memory", "flops", "utilisation"),
 }
 
 
@@ -68,7 +70,8 @@ def test_report_has_every_field(smoke):
     assert implementations == {("sdpa", "forward+backward"), ("naive", "forward+backward")}
     assert all(r["peak_increase_bytes"] >= 0 for r in report["agf_memory"])
     markdown = (folder / "bench.md").read_text()
-    for heading in ("### Models", "### Training step", "### Forward time by module", "### AGF peak memory"):
+    for heading in ("### Models", "### Training step", "### Training step tensor memory", "### Forward time by module",
+                    "### AGF peak memory"):
         assert heading in markdown
     assert "| ivgf |" in markdown and report["machine"]["device_name"] in markdown
     assert (folder / "bench_time_split.png").stat().st_size > 0
@@ -196,3 +199,71 @@ def test_graph_breaks_are_recorded_and_reported(smoke):
     markdown = report_markdown(report)
     assert "### torch.compile graph breaks" in markdown
     assert f"| {report['models'][0]['variant']} | 2 | 1 |" in markdown
+
+
+def test_tensor_memory_counts_new_storages_until_they_are_freed():
+    base = torch.randn(256, 256)
+    with TensorMemoryTracker() as tracker:
+        base.view(-1).add_(1.0)  # a view and an in-place op reuse the input's storage
+        assert tracker.current_bytes == 0
+        created = base * 2.0
+        assert tracker.current_bytes == created.numel() * 4
+        del created
+        assert tracker.current_bytes == 0
+    assert tracker.peak_bytes == 256 * 256 * 4
+
+
+def test_training_step_tensor_memory_by_part():
+    batch, width = 64, 32
+    model = nn.Sequential(nn.Linear(width, width, bias=False), nn.ReLU(), nn.Linear(width, width, bias=False))
+    optimizer = torch.optim.AdamW(model.parameters())
+    inputs = torch.randn(batch, width)
+
+    def loss():
+        return model(inputs).square().mean()
+
+    loss().backward()
+    optimizer.step()
+    memory = training_step_tensor_memory(model, optimizer, loss)
+    weights = 2 * width * width * 4
+    assert memory["parameters"] == weights and memory["gradients"] == weights
+    assert 2 * weights <= memory["optimizer_state"] <= 2 * weights + 64  # AdamW's two moments and step counts
+    # The backward keeps the ReLU output and the second layer's output (the input existed before), and the loss.
+    assert memory["after_forward"] == 2 * batch * width * 4 + 4
+    assert memory["step_peak"] >= memory["gradients"]
+    assert memory["total_peak"] == memory["parameters"] + memory["optimizer_state"] + memory["step_peak"]
+
+
+def test_memory_phase_counts_a_training_step_without_timing(smoke):
+    _, report = smoke
+    settings = BenchmarkSettings(
+        preset="tiny", size=64, batch=2, device="cpu", threads=1, variants=("ivgf",), phases=("memory",),
+        isolate=False, agf_sizes=(), data_pipeline=False,
+    )
+    row = run_benchmark(settings, log=lambda line: None)["models"][0]
+    assert set(row) == {"variant", "config_overrides", "memory"}
+    result = row["memory"]
+    assert "error" not in result, result.get("error")
+    assert "step_s" not in result and "utilisation" not in result
+    memory = result["tensor_memory"]
+    weights = 4 * result["parameters"]  # float32
+    assert memory["parameters"] >= weights and memory["gradients"] == weights
+    assert 2 * weights <= memory["optimizer_state"] <= 2.01 * weights  # AdamW's moments, made before the step
+    assert memory["after_forward"] > 0 and memory["step_peak"] >= memory["gradients"]
+    # The same step as the smoke run's training phase (same preset, input, batch): the same FLOPs.
+    assert result["flops"]["total"] == report["models"][0]["training"]["flops"]["total"]
+    markdown = report_markdown({**report, "models": [row]})
+    assert "### Training step tensor memory" in markdown and "| ivgf |" in markdown
+
+
+def test_gradient_checkpointing_lowers_the_counted_tensor_memory():
+    memory = {}
+    for checkpointing in (False, True):
+        settings = BenchmarkSettings(
+            preset="tiny", size=128, batch=2, device="cpu", threads=1, variants=("ivgf",), phases=("memory",),
+            gradient_checkpointing=checkpointing, isolate=False, agf_sizes=(), data_pipeline=False,
+        )
+        row = run_benchmark(settings, log=lambda line: None)["models"][0]
+        memory[checkpointing] = row["memory"]["tensor_memory"]
+    assert memory[True]["after_forward"] < 0.5 * memory[False]["after_forward"]
+    assert memory[True]["step_peak"] < memory[False]["step_peak"]

@@ -5,7 +5,8 @@ choice:
 
 - each model variant side by side (:data:`VARIANTS`: IVGF, the sum-fusion baseline, the single-modality models):
   inference latency (median of N after warm-up) and images/s, training step time (forward + backward + AdamW),
-  peak memory of both phases, FLOPs per forward and per training step (``torch.utils.flop_counter``), achieved
+  peak memory of both phases, the tensor memory of a training step by part (counted op by op, so a CPU run
+  gives what a GPU needs), FLOPs per forward and per training step (``torch.utils.flop_counter``), achieved
   FLOP/s and its ratio to the dense matmul throughput measured in the same process (the utilisation), the
   forward time and FLOPs split by module (encoders / FEM / TEM / AGF / head, through forward hooks), the share
   of ``aten::copy_`` in the profiled forward and, with ``torch.compile``, the graph breaks of the forward
@@ -22,7 +23,7 @@ The command line is ``ivgf benchmark`` (``ivgf_hf/commands/benchmark.py``); :fun
 
 Modules: ``settings`` (what a run measures), ``measure`` (clocks, peak memory, matmul throughput), ``profiling``
 (FLOPs, time split and op profile per module group), ``cases`` (one model phase, in this process or a fresh one),
-``agf`` (the AGF memory case), ``runner`` (a whole run), ``report`` (markdown and JSON) and ``plots``.
+``agf`` (the AGF memory case), ``tensor_memory`` (tensor memory counted op by op), ``runner`` (a whole run), ``report`` (markdown and JSON) and ``plots``.
 """
 
 from .agf import NaiveAttentionFusion, measure_agf_case, naive_attention_estimate_bytes
@@ -33,6 +34,7 @@ from .profiling import ModuleGroupProbe, count_flops, module_groups, parameter_c
 from .report import agf_memory_markdown, report_markdown, write_report
 from .runner import run_benchmark
 from .settings import AGF_IMPLEMENTATIONS, AGF_PASSES, DTYPES, MODULE_GROUPS, TASKS, VARIANTS, BenchmarkSettings
+from .tensor_memory import TensorMemoryTracker, training_step_tensor_memory
 
 __all__ = [
     "VARIANTS",
@@ -61,4 +63,6 @@ __all__ = [
     "report_markdown",
     "write_report",
     "plot_report",
+    "TensorMemoryTracker",
+    "training_step_tensor_memory",
 ]

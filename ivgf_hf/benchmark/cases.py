@@ -16,6 +16,7 @@ from .agf import measure_agf_case
 from .measure import autocast, clock, measure_matmul_throughput, peak_memory_bytes, reset_peak_memory, time_calls
 from .profiling import count_flops, module_groups, op_profile, parameter_counts, time_split
 from .settings import DTYPES, NUM_LABELS, SCHEDULE_ITERATIONS, VARIANTS, BenchmarkSettings
+from .tensor_memory import training_step_tensor_memory
 
 
 def build_model(settings: BenchmarkSettings, variant: str) -> nn.Module:
@@ -144,8 +145,9 @@ def _measure_inference(model: nn.Module, settings: BenchmarkSettings, device: to
 
 
 def _measure_training(model: nn.Module, settings: BenchmarkSettings, device: torch.device) -> tuple:
-    """Step time (s, forward + backward + AdamW), images/s, hours of the paper's schedule, peak memory and FLOPs.
-    Returns ``(result, timing)``, ``timing`` as :func:`time_calls` returns it."""
+    """Step time (s, forward + backward + AdamW), images/s, hours of the paper's schedule and peak memory; then one
+    step counted op by op (tensor memory by part, :func:`training_step_tensor_memory`) and one under the FLOP
+    counter. Returns ``(result, timing)``, ``timing`` as :func:`time_calls` returns it."""
     model.train()
     if settings.gradient_checkpointing:
         enable_gradient_checkpointing(model)
@@ -153,18 +155,20 @@ def _measure_training(model: nn.Module, settings: BenchmarkSettings, device: tor
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     runner = _compiled(model, settings)
 
-    def step(module, update: bool = True):
-        optimizer.zero_grad(set_to_none=True)
+    def loss_of(module):
         with autocast(settings.device, settings.dtype):
-            loss = module(**batch).loss
-        loss.backward()
-        if update:
-            optimizer.step()
+            return module(**batch).loss
+
+    def step(module):
+        optimizer.zero_grad(set_to_none=True)
+        loss_of(module).backward()
+        optimizer.step()
 
     memory = reset_peak_memory(device)
     timing = time_calls(partial(step, runner), settings.warmup, settings.iterations, device)
     memory["peak_bytes"] = peak_memory_bytes(device)
-    flops = count_flops(partial(step, model, update=False))
+    tensor_memory = training_step_tensor_memory(model, optimizer, partial(loss_of, model))
+    flops = count_flops(partial(step, model))
     result = {
         "step_s": timing["median_s"],
         "step_all_s": timing["times_s"],
@@ -172,19 +176,50 @@ def _measure_training(model: nn.Module, settings: BenchmarkSettings, device: tor
         "compile_s": timing["first_call_s"] if settings.compile else None,
         "schedule_hours": timing["median_s"] * SCHEDULE_ITERATIONS / 3600,
         "memory": memory,
+        "tensor_memory": tensor_memory,
         "flops": {"total": flops["total"]},
         "gradient_checkpointing": settings.gradient_checkpointing,
     }
     return result, timing
 
 
+def _measure_memory(model: nn.Module, settings: BenchmarkSettings) -> dict:
+    """Tensor memory by part (one training step, forward + backward + AdamW, counted op by op) and FLOPs (forward
+    + backward) of the training step, untimed: what a GPU needs, measured on any device."""
+    model.train()
+    if settings.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    batch = make_batch(settings, model.config, with_labels=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def loss():
+        with autocast(settings.device, settings.dtype):
+            return model(**batch).loss
+
+    memory = training_step_tensor_memory(model, optimizer, loss)
+    # A second step for the FLOPs: the FLOP counter's module hooks keep tensors alive under gradient checkpointing.
+    flops = count_flops(lambda: loss().backward())
+    return {
+        "tensor_memory": memory,
+        "flops": {"total": flops["total"]},
+        "gradient_checkpointing": settings.gradient_checkpointing,
+    }
+
+
 def measure_model_case(case: dict) -> dict:
-    """One phase ("inference" or "training") of one variant, in this process. ``case``: ``settings`` (resolved, as
-    a dict), ``variant``, ``phase``."""
+    """One phase ("inference", "training" or "memory") of one variant, in this process. ``case``: ``settings``
+    (resolved, as a dict), ``variant``, ``phase``."""
     settings = BenchmarkSettings(**case["settings"])
     torch.set_num_threads(settings.threads)
     device = torch.device(settings.device)
     model = build_model(settings, case["variant"])
+    sizes = {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters_by_part": parameter_counts(model),
+        "threads": torch.get_num_threads(),
+    }
+    if case["phase"] == "memory":
+        return {**_measure_memory(model, settings), **sizes}
     before = measure_matmul_throughput(device, DTYPES[settings.dtype], settings.matmul_size)
     measure = _measure_inference if case["phase"] == "inference" else _measure_training
     result, timing = measure(model, settings, device)
@@ -203,9 +238,7 @@ def measure_model_case(case: dict) -> dict:
     on_cpu = device.type == "cpu" and cpu_seconds > 0 and matmul["flop_per_cpu_s"]
     return {
         **result,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "parameters_by_part": parameter_counts(model),
-        "threads": torch.get_num_threads(),
+        **sizes,
         "matmul": matmul,
         "achieved_flop_per_s": achieved,
         "utilisation": achieved / matmul["flop_per_s"],

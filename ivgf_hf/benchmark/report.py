@@ -37,11 +37,11 @@ def _models_table(report: dict) -> list:
         "|---|" + "---:|" * 15,
     ]
     for row in rows:
-        inference, training = measured(row, "inference"), measured(row, "training")
+        inference, training, memory = (measured(row, phase) for phase in PHASES)
         errors = [f"{phase} error: {row[phase]['error']}" for phase in PHASES if "error" in (row.get(phase) or {})]
         cells = [
             row["variant"],
-            _cell((inference or training).get("parameters"), ".2f", 1e-6),
+            _cell((inference or training or memory).get("parameters"), ".2f", 1e-6),
             _cell(inference.get("latency_s"), ".1f", 1e3),
             _cell(inference.get("images_per_s"), ".2f"),
             _cell(ratio(row, "inference", "latency_s"), ".2f"),
@@ -112,6 +112,32 @@ def _training_table(report: dict) -> list:
             f"{_cell(training.get('utilisation_cpu_time'), '.2f')} | "
             f"{training['schedule_hours']:.1f} | {training['memory']['peak_bytes'] / 2**20:.0f} |"
         )
+    return lines
+
+
+def _counted_step(row: dict) -> dict:
+    """The phase of a row whose training step was counted op by op ("memory", else "training"), or {}."""
+    for phase in ("memory", "training"):
+        result = row.get(phase) or {}
+        if "tensor_memory" in result:
+            return result
+    return {}
+
+
+def _tensor_memory_table(report: dict) -> list:
+    """Per variant: the tensor memory of a training step by part (MiB), counted op by op, and its GFLOP."""
+    parts = ("parameters", "optimizer_state", "after_forward", "gradients", "step_peak", "total_peak")
+    lines = [
+        "| model | parameters + buffers | AdamW state | alive after forward | gradients | step peak | total peak "
+        "| GFLOP / step |",
+        "|---|" + "---:|" * (len(parts) + 1),
+    ]
+    for row in report["models"]:
+        counted = _counted_step(row)
+        if counted:
+            memory = counted["tensor_memory"]
+            cells = [f"{memory[p] / 2**20:,.0f}" for p in parts] + [f"{counted['flops']['total'] / 1e9:,.1f}"]
+            lines.append(f"| {row['variant']} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -189,6 +215,14 @@ def _model_sections(report: dict) -> list:
     ]
     if any("training" in row and "error" not in row["training"] for row in report["models"]):
         lines += ["", "### Training step (forward + backward + AdamW)", "", *_training_table(report)]
+    if any(_counted_step(row) for row in report["models"]):
+        lines += [
+            "", "### Training step tensor memory (MiB; storages created by aten ops, counted on any device)", "",
+            *_tensor_memory_table(report), "",
+            "Total peak = parameters + AdamW state + step peak: the tensor memory a device must hold for the step, "
+            "without the allocator's rounding and fragmentation or kernel workspaces. Alive after forward: what "
+            "the backward keeps (activations, autocast weight copies) and the loss.",
+        ]
     if any("graph_breaks" in (row.get("inference") or {}) for row in report["models"]):
         lines += ["", "### torch.compile graph breaks (inference forward, torch._dynamo.explain)", "",
                   *_graph_break_table(report)]

@@ -136,9 +136,11 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
 
 
 def _summary(result: dict, phase: str) -> str:
-    """One log line of a model phase: milliseconds and utilisation, or the error."""
+    """One log line of a model phase: milliseconds and utilisation (tensor memory for "memory"), or the error."""
     if "error" in result:
         return result["error"]
+    if phase == "memory":
+        return f"tensor memory {result['tensor_memory']['total_peak'] / 2**30:.2f} GiB"
     seconds = result["latency_s"] if phase == "inference" else result["step_s"]
     return f"{seconds * 1e3:.1f} ms, utilisation {result['utilisation']:.2f}"
 

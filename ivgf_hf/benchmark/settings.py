@@ -19,7 +19,9 @@ VARIANTS = {
 }
 TASKS = ("segmentation", "detection")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-PHASES = ("inference", "training")
+# "memory": one training step counted op by op (tensor memory by part and FLOPs), no timing: a GPU's needs on any
+# device. The "training" phase measures the same besides its timing.
+PHASES = ("inference", "training", "memory")
 # Forward-time groups; "agf" holds the fusion modules, which are summations in the sum_fusion variant.
 MODULE_GROUPS = ("encoders", "fem", "tem", "agf", "head")
 NUM_LABELS = {"segmentation": 9, "detection": 6}  # MFNet and M3FD classes

@@ -25,8 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--gradient-checkpointing", action="store_true", help="recompute stages in the training step")
     what.add_argument("--variants", nargs="*", choices=_VARIANTS, default=list(_VARIANTS),
                       help="models side by side (default: all; none for the AGF / data sections only)")
-    what.add_argument("--phases", nargs="+", choices=["inference", "training"], default=["inference", "training"],
-                      help="phases measured per model (default: both)")
+    what.add_argument("--phases", nargs="+", choices=["inference", "training", "memory"],
+                      default=["inference", "training"],
+                      help="phases measured per model (default: inference and training); memory: one training step "
+                           "counted op by op, tensor memory by part and FLOPs without timing (what a GPU needs, "
+                           "measured on any device)")
     how = parser.add_argument_group("how to measure")
     how.add_argument("--warmup", type=int, default=2, help="untimed calls first (default 2)")
     how.add_argument("--iterations", type=int, default=10, help="timed calls; the median is reported (default 10)")
