@@ -209,7 +209,7 @@ def _model_sections(report: dict) -> list:
         *_models_table(report),
         "",
         "Utilisation = FLOPs per forward / latency / dense matmul FLOP/s, measured in the same process before and "
-        "after the model (the better of the two). On the CPU, the CPU-time columns use the CPU seconds of the "
+        "after the model (the fastest of the products). On the CPU, the CPU-time columns use the CPU seconds of the "
         "process instead of wall time (utilisation (CPU time): FLOPs per CPU-second over the matmul's), which other "
         "load on a shared machine changes much less.",
     ]
