@@ -152,7 +152,7 @@ def _measure_training(model: nn.Module, settings: BenchmarkSettings, device: tor
     if settings.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     batch = make_batch(settings, model.config, with_labels=True)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as ivgf train
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)  # as ivgf train
     runner = _compiled(model, settings)
 
     def loss_of(module):
@@ -190,7 +190,7 @@ def _measure_memory(model: nn.Module, settings: BenchmarkSettings) -> dict:
     if settings.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     batch = make_batch(settings, model.config, with_labels=True)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as ivgf train
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)  # as ivgf train
 
     def loss():
         with autocast(settings.device, settings.dtype):

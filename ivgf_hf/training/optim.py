@@ -95,15 +95,10 @@ def layer_decay_parameter_groups(
 
 
 def build_optimizer(model: nn.Module, recipe) -> torch.optim.AdamW:
-    """AdamW over :func:`layer_decay_parameter_groups` with the recipe's lr, weight decay, betas and epsilon.
-
-    The fused implementation (one kernel per parameter group on CUDA and the CPU) needs no temporaries the size of
-    the model and is the fastest: on the CPU an AdamW step over the 283 M parameters of ``base`` takes 0.6 s fused
-    against 2.7 s with ``foreach``.
-    """
+    """AdamW over :func:`layer_decay_parameter_groups` with the recipe's lr, weight decay, betas and epsilon."""
     groups = layer_decay_parameter_groups(model, recipe.learning_rate, recipe.weight_decay, recipe.layer_decay)
     return torch.optim.AdamW(
-        groups, lr=recipe.learning_rate, betas=tuple(recipe.adam_betas), eps=recipe.adam_epsilon, fused=True
+        groups, lr=recipe.learning_rate, betas=tuple(recipe.adam_betas), eps=recipe.adam_epsilon, foreach=True
     )
 
 
