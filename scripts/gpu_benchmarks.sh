@@ -7,8 +7,8 @@
 #
 # Where ivgf_hf is not installed (a bare GPU image with torch, transformers and timm but no network), it is
 # copied from this checkout into a temporary folder. Writes OUT_DIR/*.json|md|png and a log, and OUT_DIR.tar.gz with
-# all of them; prints the markdown tables at the end. DEVICE=cpu PRESET=tiny TIME_SCALE=3 runs the same script on
-# the CPU with the tiny preset and three times the time limits: a check of the script itself.
+# all of them; prints the markdown tables at the end. DEVICE=cpu PRESET=tiny TIME_SCALE=5 runs the same script on
+# the CPU with the tiny preset and five times the time limits: a check of the script itself.
 set -uo pipefail
 
 out="${1:-gpu-benchmarks}"
