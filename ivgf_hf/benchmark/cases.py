@@ -144,20 +144,28 @@ def _measure_inference(model: nn.Module, settings: BenchmarkSettings, device: to
     return result, timing
 
 
-def _measure_training(model: nn.Module, settings: BenchmarkSettings, device: torch.device) -> tuple:
-    """Step time (s, forward + backward + AdamW), images/s, hours of the paper's schedule and peak memory; then one
-    step counted op by op (tensor memory by part, :func:`training_step_tensor_memory`) and one under the FLOP
-    counter. Returns ``(result, timing)``, ``timing`` as :func:`time_calls` returns it."""
+def _training_setup(model: nn.Module, settings: BenchmarkSettings) -> tuple:
+    """Put ``model`` in training mode (gradient checkpointing per ``settings``); returns the AdamW optimizer that
+    ``ivgf train`` uses and ``loss_of(module)``, the loss of one labelled batch under the run's autocast."""
     model.train()
     if settings.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     batch = make_batch(settings, model.config, with_labels=True)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)  # as ivgf train
-    runner = _compiled(model, settings)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
 
-    def loss_of(module):
+    def loss_of(module: nn.Module) -> torch.Tensor:
         with autocast(settings.device, settings.dtype):
             return module(**batch).loss
+
+    return optimizer, loss_of
+
+
+def _measure_training(model: nn.Module, settings: BenchmarkSettings, device: torch.device) -> tuple:
+    """Step time (s, forward + backward + AdamW), images/s, hours of the paper's schedule and peak memory; then one
+    step counted op by op (tensor memory by part, :func:`training_step_tensor_memory`) and one under the FLOP
+    counter. Returns ``(result, timing)``, ``timing`` as :func:`time_calls` returns it."""
+    optimizer, loss_of = _training_setup(model, settings)
+    runner = _compiled(model, settings)
 
     def step(module):
         optimizer.zero_grad(set_to_none=True)
@@ -186,19 +194,10 @@ def _measure_training(model: nn.Module, settings: BenchmarkSettings, device: tor
 def _measure_memory(model: nn.Module, settings: BenchmarkSettings) -> dict:
     """Tensor memory by part (one training step, forward + backward + AdamW, counted op by op) and FLOPs (forward
     + backward) of the training step, untimed: what a GPU needs, measured on any device."""
-    model.train()
-    if settings.gradient_checkpointing:
-        enable_gradient_checkpointing(model)
-    batch = make_batch(settings, model.config, with_labels=True)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)  # as ivgf train
-
-    def loss():
-        with autocast(settings.device, settings.dtype):
-            return model(**batch).loss
-
-    memory = training_step_tensor_memory(model, optimizer, loss)
+    optimizer, loss_of = _training_setup(model, settings)
+    memory = training_step_tensor_memory(model, optimizer, partial(loss_of, model))
     # A second step for the FLOPs: the FLOP counter's module hooks keep tensors alive under gradient checkpointing.
-    flops = count_flops(lambda: loss().backward())
+    flops = count_flops(lambda: loss_of(model).backward())
     return {
         "tensor_memory": memory,
         "flops": {"total": flops["total"]},
