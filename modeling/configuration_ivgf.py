@@ -85,6 +85,9 @@ class IVGFConfig(PretrainedConfig):
             Channel reduction inside the spatial-weight branch (conv1x1 C -> C/r -> 1). Not given in the paper.
         fem_channel_reduction (`int`, *optional*, defaults to 4):
             Reduction of the channel-attention MLP (2C -> C/r -> C). Not given in the paper.
+        fem_scaled_residual (`bool`, *optional*, defaults to `True`):
+            Multiply each term FEM adds (eq. 5-6, 12-13) by a per-channel factor that starts at 0, so FEM starts as
+            the identity. `False` is eq. 12 as written (its gates start near 0.5). See docs/model.md.
         use_tem (`bool`, *optional*, defaults to `True`):
             Token-enhancement module inside the transformer stage.
         tem_layers (`list[int]`, *optional*, defaults to `[3, 6, 9]`):
@@ -95,12 +98,23 @@ class IVGFConfig(PretrainedConfig):
             Number of bottleneck adapters in the mixture of adapters.
         tem_adapter_bottleneck (`int`, *optional*, defaults to 64):
             Bottleneck width of each adapter.
+        tem_prompt_range (`float`, *optional*, defaults to 2.0):
+            The importance prompts lie in (0, `tem_prompt_range`): the sigmoid of eq. 15 times this factor. 1.0 is
+            eq. 15 as written.
+        tem_initial_prompt (`float`, *optional*, defaults to 1.0):
+            Value of every prompt at initialisation (below `tem_prompt_range`). 1.0 passes the tokens unchanged;
+            the literal paper form uses 0.98 with range 1.0 (where the sigmoid's slope is 0.02).
         use_agf (`bool`, *optional*, defaults to `True`):
             Attention-guided fusion at the four scales; `False` fuses by summation (the paper's baseline).
         agf_num_heads (`list[int]`, *optional*, defaults to `[4, 6, 12, 12]`):
             Cross-attention heads at each scale.
         agf_kv_stride (`list[int]`, *optional*, defaults to `[1, 1, 1, 1]`):
             Average-pooling stride applied to keys and values at each scale (1 = exact attention, as the paper).
+        agf_residual (`bool`, *optional*, defaults to `True`):
+            AGF returns `F_vis + F_ir + gamma * M(...)` with a per-channel gamma starting at 0, so it starts as the
+            sum baseline. `False` is eq. 20 as written (`M(...)` alone, no identity path).
+        agf_norm (`bool`, *optional*, defaults to `True`):
+            LayerNorm on each modality's tokens before AGF's query / key / value projections.
         hidden_size (`int`, *optional*, defaults to 768):
             Channels of the UperNet decode head.
         pool_scales (`list[int]`, *optional*, defaults to `[1, 2, 3, 6]`):
@@ -193,14 +207,19 @@ class IVGFConfig(PretrainedConfig):
         fem_mode="parallel",
         fem_spatial_reduction=8,
         fem_channel_reduction=4,
+        fem_scaled_residual=True,
         use_tem=True,
         tem_layers=(3, 6, 9),
         tem_hidden_size=None,
         tem_num_adapters=4,
         tem_adapter_bottleneck=64,
+        tem_prompt_range=2.0,
+        tem_initial_prompt=1.0,
         use_agf=True,
         agf_num_heads=(4, 6, 12, 12),
         agf_kv_stride=(1, 1, 1, 1),
+        agf_residual=True,
+        agf_norm=True,
         hidden_size=768,
         pool_scales=(1, 2, 3, 6),
         use_auxiliary_head=True,
@@ -264,14 +283,19 @@ class IVGFConfig(PretrainedConfig):
         self.fem_mode = fem_mode
         self.fem_spatial_reduction = fem_spatial_reduction
         self.fem_channel_reduction = fem_channel_reduction
+        self.fem_scaled_residual = fem_scaled_residual
         self.use_tem = use_tem
         self.tem_layers = list(tem_layers)
         self.tem_hidden_size = tem_hidden_size
         self.tem_num_adapters = tem_num_adapters
         self.tem_adapter_bottleneck = tem_adapter_bottleneck
+        self.tem_prompt_range = float(tem_prompt_range)
+        self.tem_initial_prompt = float(tem_initial_prompt)
         self.use_agf = use_agf
         self.agf_num_heads = list(agf_num_heads)
         self.agf_kv_stride = list(agf_kv_stride)
+        self.agf_residual = agf_residual
+        self.agf_norm = agf_norm
         self.hidden_size = hidden_size
         self.pool_scales = list(pool_scales)
         self.use_auxiliary_head = use_auxiliary_head
@@ -361,6 +385,11 @@ class IVGFConfig(PretrainedConfig):
                         f"fusion needs equal {name} for both encoders, got visible {vis[name]} and "
                         f"infrared {ir[name]}"
                     )
+            if not 0.0 < self.tem_initial_prompt < self.tem_prompt_range:
+                raise ValueError(
+                    f"tem_initial_prompt must lie in (0, tem_prompt_range={self.tem_prompt_range}), got "
+                    f"{self.tem_initial_prompt}"
+                )
             if self.use_tem:
                 depth = min(vis["depths"][2], ir["depths"][2])
                 bad = [j for j in self.tem_layers if not 1 <= j <= depth]

@@ -5,8 +5,13 @@ The paper writes x = infrared and y = visible; every module here takes and retur
 order. Shapes use B = batch, C = channels, H x W = spatial size, N = H*W tokens.
 
 Weights are allocated here and initialised by the model's ``_init_weights``: standard Linear / Conv / LayerNorm
-modules follow the model's default rule, and the one parameter with a special initial value lives in a leaf module
-(:class:`IVGFPromptLogitBias`) handled by :func:`init_fusion_weights`.
+modules follow the model's default rule, and the parameters with a special initial value live in leaf modules
+(:class:`IVGFPromptLogitBias`, :class:`IVGFChannelScale`) handled by :func:`init_fusion_weights`.
+
+Trainable starts (docs/model.md, "Deviations from the paper, and why"): each module can start as the identity or as
+the sum baseline while keeping the paper's learned computation. FEM's added terms and AGF's merged output can be
+scaled per channel by :class:`IVGFChannelScale` starting at 0, AGF can keep the summed inputs as a residual path
+and normalise the tokens that enter its projections, and TEM's prompts can range over (0, 2) starting at 1.
 """
 
 import math
@@ -23,6 +28,7 @@ __all__ = [
     "IVGFSpatialWeight",
     "IVGFChannelWeight",
     "IVGFPromptLogitBias",
+    "IVGFChannelScale",
     "IVGFMergeBlock",
     "FEM_MODES",
     "TEM_INITIAL_PROMPT",
@@ -108,42 +114,61 @@ class IVGFFeatureEnhancement(nn.Module):
       ``vis + vis * W_c(vis)``; it never reads the other modality;
     - ``"spatial"`` (spatial integration only, eq. 5): ``vis + ir * W_s(ir)``.
 
+    With ``scaled_residual=True`` every added term (the gated cross term and the channel-attention term) is
+    multiplied by its own per-channel :class:`IVGFChannelScale` that starts at 0, so the module starts as the
+    identity and learns how much of each term to add; ``False`` is eq. 12 as written, whose sigmoid gates start
+    near 0.5 (the output then starts near ``1.5 vis + 0.5 ir``).
+
     Only the branches a mode uses are allocated. Input and output: two (B, C, H, W) maps.
     """
 
-    def __init__(self, channels: int, spatial_reduction: int, channel_reduction: int, mode: str):
+    def __init__(
+        self, channels: int, spatial_reduction: int, channel_reduction: int, mode: str, scaled_residual: bool = False
+    ):
         super().__init__()
         if mode not in FEM_MODES:
             raise ValueError(f"mode must be one of {FEM_MODES}, got {mode!r}")
         self.channels = channels
         self.mode = mode
+        self.scaled_residual = scaled_residual
+        branches = []
         if mode != "channel":
             self.spatial_visible = IVGFSpatialWeight(channels, spatial_reduction)
             self.spatial_infrared = IVGFSpatialWeight(channels, spatial_reduction)
+            branches += ["spatial_visible", "spatial_infrared"]
         if mode != "spatial":
             self.channel_visible = IVGFChannelWeight(channels, channel_reduction)
             self.channel_infrared = IVGFChannelWeight(channels, channel_reduction)
+            branches += ["channel_visible", "channel_infrared"]
+        if scaled_residual:
+            self.scales = nn.ModuleDict({name: IVGFChannelScale(channels, 0.0) for name in branches})
+
+    def _term(self, branch: str, term: torch.Tensor) -> torch.Tensor:
+        """An added term of eq. 5-6 / 12-13, scaled per channel when ``scaled_residual``."""
+        return self.scales[branch](term) if self.scaled_residual else term
 
     def forward(self, visible: torch.Tensor, infrared: torch.Tensor) -> tuple:
         _check_pair(visible, infrared, 4, self.channels, "(batch, channels, height, width)")
         if self.mode == "channel":
             return (
-                visible + visible * self.channel_visible(visible),
-                infrared + infrared * self.channel_infrared(infrared),
+                visible + self._term("channel_visible", visible * self.channel_visible(visible)),
+                infrared + self._term("channel_infrared", infrared * self.channel_infrared(infrared)),
             )
         # Cross-modality spatial integration (eq. 3-6): each output receives the other modality's gated features.
-        visible_spatial = visible + infrared * self.spatial_infrared(infrared)
-        infrared_spatial = infrared + visible * self.spatial_visible(visible)
+        visible_spatial = visible + self._term("spatial_infrared", infrared * self.spatial_infrared(infrared))
+        infrared_spatial = infrared + self._term("spatial_visible", visible * self.spatial_visible(visible))
         if self.mode == "spatial":
             return visible_spatial, infrared_spatial
         if self.mode == "serial":
             return (
-                visible_spatial + visible_spatial * self.channel_visible(visible_spatial),
-                infrared_spatial + infrared_spatial * self.channel_infrared(infrared_spatial),
+                visible_spatial
+                + self._term("channel_visible", visible_spatial * self.channel_visible(visible_spatial)),
+                infrared_spatial
+                + self._term("channel_infrared", infrared_spatial * self.channel_infrared(infrared_spatial)),
             )
         return (
-            visible_spatial + visible * self.channel_visible(visible),
-            infrared_spatial + infrared * self.channel_infrared(infrared),
+            visible_spatial + self._term("channel_visible", visible * self.channel_visible(visible)),
+            infrared_spatial + self._term("channel_infrared", infrared * self.channel_infrared(infrared)),
         )
 
 
@@ -164,6 +189,21 @@ class IVGFPromptLogitBias(nn.Module):
         return logits + self.bias
 
 
+class IVGFChannelScale(nn.Module):
+    """A learnable per-channel factor (layer-scale), initialised to ``init_value``; 0 makes its branch start off.
+
+    (B, C, H, W) -> (B, C, H, W).
+    """
+
+    def __init__(self, channels: int, init_value: float):
+        super().__init__()
+        self.init_value = float(init_value)
+        self.gamma = nn.Parameter(torch.empty(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma[:, None, None]
+
+
 class IVGFTokenEnhancement(nn.Module):
     """Token-enhancement module (TEM, eq. 14-17) on the transformer stage's tokens.
 
@@ -180,15 +220,25 @@ class IVGFTokenEnhancement(nn.Module):
     activations, which equals the router-weighted sum of the adapters' outputs. The adapters share the output bias
     (the router weights sum to 1, so per-adapter biases would only add a router-weighted bias).
 
-    Initialisation: the logit offset starts at logit(``TEM_INITIAL_PROMPT``) = logit(0.98), and the pooled
-    features of default-initialised layers (weights of std ``initializer_range``) are small next to it, so both
-    prompts start close to 0.98 for every token: the pretrained encoders' tokens pass nearly unchanged at step 0,
-    while the sigmoid is not so saturated that the prompts cannot learn.
+    ``prompt_range`` r scales the sigmoid, so prompts lie in (0, r): r = 1 is eq. 15 as written. The logit offset
+    starts at logit(``initial_prompt`` / r), and the pooled features of default-initialised layers (weights of std
+    ``initializer_range``) are small next to it, so every prompt starts close to ``initial_prompt``. With the
+    paper's range (r = 1) the default start is ``TEM_INITIAL_PROMPT`` = 0.98, where the sigmoid's slope is only
+    0.02; with r = 2 and a start of 1 the tokens pass unchanged at step 0 and the slope is 0.5.
 
     Input and output: two (B, N, C) token tensors.
     """
 
-    def __init__(self, dim: int, hidden_size: int, num_adapters: int, bottleneck: int, eps: float):
+    def __init__(
+        self,
+        dim: int,
+        hidden_size: int,
+        num_adapters: int,
+        bottleneck: int,
+        eps: float,
+        prompt_range: float = 1.0,
+        initial_prompt: float = TEM_INITIAL_PROMPT,
+    ):
         super().__init__()
         sizes = {"dim": dim, "num_adapters": num_adapters, "bottleneck": bottleneck}
         for name, value in sizes.items():
@@ -196,7 +246,12 @@ class IVGFTokenEnhancement(nn.Module):
                 raise ValueError(f"{name} must be a positive integer, got {value}")
         if hidden_size < 2:
             raise ValueError(f"hidden_size must be at least 2 (it is pooled to two prompts), got {hidden_size}")
+        if not prompt_range > 0:
+            raise ValueError(f"prompt_range must be positive, got {prompt_range}")
+        if not 0.0 < initial_prompt < prompt_range:
+            raise ValueError(f"initial_prompt must lie in (0, prompt_range={prompt_range}), got {initial_prompt}")
         self.dim = dim
+        self.prompt_range = float(prompt_range)
         self.num_adapters = num_adapters
         self.bottleneck = bottleneck
         self.norm = nn.LayerNorm(2 * dim, eps=eps)
@@ -205,15 +260,16 @@ class IVGFTokenEnhancement(nn.Module):
         self.adapters_down = nn.Linear(hidden_size, num_adapters * bottleneck)
         self.act = nn.GELU()
         self.adapters_up = nn.Linear(num_adapters * bottleneck, hidden_size)
-        self.prompt_bias = IVGFPromptLogitBias(2, TEM_INITIAL_PROMPT)
+        self.prompt_bias = IVGFPromptLogitBias(2, initial_prompt / prompt_range)
 
     def prompts(self, visible_tokens: torch.Tensor, infrared_tokens: torch.Tensor) -> torch.Tensor:
-        """The importance prompts (B, N, 2) in (0, 1): channel 0 visible, channel 1 infrared."""
+        """The importance prompts (B, N, 2) in (0, prompt_range): channel 0 visible, channel 1 infrared."""
         phi = self.reduction(self.norm(torch.cat([visible_tokens, infrared_tokens], dim=-1)))
         gates = torch.softmax(self.router(phi), dim=-1)
         hidden = self.act(self.adapters_down(phi)).unflatten(-1, (self.num_adapters, self.bottleneck))
         features = phi + self.adapters_up((hidden * gates.unsqueeze(-1)).flatten(-2))
-        return torch.sigmoid(self.prompt_bias(F.adaptive_avg_pool1d(features, 2)))
+        prompts = torch.sigmoid(self.prompt_bias(F.adaptive_avg_pool1d(features, 2)))
+        return prompts if self.prompt_range == 1.0 else prompts * self.prompt_range
 
     def forward(self, visible_tokens: torch.Tensor, infrared_tokens: torch.Tensor) -> tuple:
         _check_pair(visible_tokens, infrared_tokens, 3, self.dim, "(batch, tokens, channels)")
@@ -253,11 +309,27 @@ class IVGFAttentionGuidedFusion(nn.Module):
     before the projection equals pooling the projected keys/values (both are linear), and the parameters are the
     same for every stride.
 
+    Two choices make the module trainable from random weights (docs/model.md, "Deviations from the paper"):
+
+    - ``residual=True``: the output is ``visible + infrared + gamma * M(...)``, with a per-channel
+      :class:`IVGFChannelScale` gamma starting at 0, so AGF starts as the sum baseline and learns what to add;
+      ``False`` is eq. 20 as written, ``M(...)`` alone.
+    - ``norm=True``: each modality's tokens pass a LayerNorm before the query / key / value projections (pre-norm,
+      as in transformer blocks), so the attention logits do not depend on the encoders' feature scale.
+
     Inputs: two (B, C, H, W) maps; output (B, C, H, W), channels-last in memory (the token layout is reshaped to a
     map without a copy; values do not depend on the input's memory format).
     """
 
-    def __init__(self, channels: int, num_heads: int, kv_stride: int = 1):
+    def __init__(
+        self,
+        channels: int,
+        num_heads: int,
+        kv_stride: int = 1,
+        residual: bool = False,
+        norm: bool = False,
+        eps: float = 1e-6,
+    ):
         super().__init__()
         if channels < 1 or num_heads < 1 or channels % num_heads:
             raise ValueError(f"channels ({channels}) must be a positive multiple of num_heads ({num_heads})")
@@ -267,11 +339,18 @@ class IVGFAttentionGuidedFusion(nn.Module):
         self.num_heads = num_heads
         self.head_dim = channels // num_heads
         self.kv_stride = kv_stride
+        self.residual = residual
+        self.norm = norm
+        if norm:
+            self.visible_norm = nn.LayerNorm(channels, eps=eps)
+            self.infrared_norm = nn.LayerNorm(channels, eps=eps)
         self.visible_query = nn.Linear(channels, channels)
         self.visible_key_value = nn.Linear(channels, 2 * channels)
         self.infrared_query = nn.Linear(channels, channels)
         self.infrared_key_value = nn.Linear(channels, 2 * channels)
         self.merge = IVGFMergeBlock(2 * channels, channels)
+        if residual:
+            self.merge_scale = IVGFChannelScale(channels, 0.0)
 
     @staticmethod
     def to_tokens(feature_map: torch.Tensor) -> torch.Tensor:
@@ -284,12 +363,13 @@ class IVGFAttentionGuidedFusion(nn.Module):
         x = x.unflatten(-1, (parts, self.num_heads, self.head_dim))
         return tuple(part.transpose(1, 2) for part in x.unbind(2))
 
-    def key_value_tokens(self, feature_map: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """The tokens that give keys and values: ``tokens`` itself, or the pooled map's tokens if kv_stride > 1."""
+    def key_value_tokens(self, feature_map: torch.Tensor, tokens: torch.Tensor, norm) -> torch.Tensor:
+        """The tokens that give keys and values: ``tokens`` itself, or the pooled map's tokens (normalised by
+        ``norm`` if given) if kv_stride > 1."""
         if self.kv_stride == 1:
             return tokens
-        pooled = F.avg_pool2d(feature_map, self.kv_stride, stride=self.kv_stride, ceil_mode=True)
-        return self.to_tokens(pooled)
+        pooled = self.to_tokens(F.avg_pool2d(feature_map, self.kv_stride, stride=self.kv_stride, ceil_mode=True))
+        return pooled if norm is None else norm(pooled)
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         """Multi-head attention (B, heads, N, d) x (B, heads, M, d) -> (B, heads, N, d), memory linear in N, M."""
@@ -298,21 +378,28 @@ class IVGFAttentionGuidedFusion(nn.Module):
     def forward(self, visible: torch.Tensor, infrared: torch.Tensor) -> torch.Tensor:
         _check_pair(visible, infrared, 4, self.channels, "(batch, channels, height, width)")
         batch, _, height, width = visible.shape
+        visible_norm = self.visible_norm if self.norm else None
+        infrared_norm = self.infrared_norm if self.norm else None
         visible_tokens, infrared_tokens = self.to_tokens(visible), self.to_tokens(infrared)
+        if self.norm:
+            visible_tokens, infrared_tokens = visible_norm(visible_tokens), infrared_norm(infrared_tokens)
         (visible_query,) = self.split_heads(self.visible_query(visible_tokens), 1)
         (infrared_query,) = self.split_heads(self.infrared_query(infrared_tokens), 1)
         visible_key, visible_value = self.split_heads(
-            self.visible_key_value(self.key_value_tokens(visible, visible_tokens)), 2
+            self.visible_key_value(self.key_value_tokens(visible, visible_tokens, visible_norm)), 2
         )
         infrared_key, infrared_value = self.split_heads(
-            self.infrared_key_value(self.key_value_tokens(infrared, infrared_tokens)), 2
+            self.infrared_key_value(self.key_value_tokens(infrared, infrared_tokens, infrared_norm)), 2
         )
         visible_attended = self.attend(visible_query, infrared_key, infrared_value)  # eq. 19 (y queries x)
         infrared_attended = self.attend(infrared_query, visible_key, visible_value)  # eq. 18 (x queries y)
         # (B, heads, N, d) x 2 -> (B, N, 2*heads, d): one copy, after which the map is a free view.
         fused = torch.cat([visible_attended.transpose(1, 2), infrared_attended.transpose(1, 2)], dim=2)
         fused_map = fused.reshape(batch, height, width, 2 * self.channels).permute(0, 3, 1, 2)
-        return self.merge(fused_map)
+        merged = self.merge(fused_map)
+        if not self.residual:
+            return merged
+        return visible + infrared + self.merge_scale(merged)
 
 
 class IVGFSumFusion(nn.Module):
@@ -337,5 +424,8 @@ def init_fusion_weights(module: nn.Module, std: float) -> bool:
     """
     if isinstance(module, IVGFPromptLogitBias):
         nn.init.constant_(module.bias, module.initial_logit)
+        return True
+    if isinstance(module, IVGFChannelScale):
+        nn.init.constant_(module.gamma, module.init_value)
         return True
     return False

@@ -116,7 +116,13 @@ class IVGFModel(IVGFPreTrainedModel):
             if config.use_fem:
                 self.feature_enhancements = nn.ModuleList(
                     [
-                        IVGFFeatureEnhancement(c, config.fem_spatial_reduction, config.fem_channel_reduction, config.fem_mode)
+                        IVGFFeatureEnhancement(
+                            c,
+                            config.fem_spatial_reduction,
+                            config.fem_channel_reduction,
+                            config.fem_mode,
+                            config.fem_scaled_residual,
+                        )
                         for c in channels
                     ]
                 )
@@ -130,6 +136,8 @@ class IVGFModel(IVGFPreTrainedModel):
                             config.tem_num_adapters,
                             config.tem_adapter_bottleneck,
                             config.layer_norm_eps,
+                            config.tem_prompt_range,
+                            config.tem_initial_prompt,
                         )
                         for _ in config.tem_layers
                     ]
@@ -137,7 +145,9 @@ class IVGFModel(IVGFPreTrainedModel):
             if config.use_agf:
                 self.fusions = nn.ModuleList(
                     [
-                        IVGFAttentionGuidedFusion(c, heads, stride)
+                        IVGFAttentionGuidedFusion(
+                            c, heads, stride, config.agf_residual, config.agf_norm, config.layer_norm_eps
+                        )
                         for c, heads, stride in zip(channels, config.agf_num_heads, config.agf_kv_stride)
                     ]
                 )
