@@ -42,6 +42,7 @@ __all__ = [
     "build_encoder",
     "encoder_parameter_count",
     "load_foundation_weights",
+    "save_original_encoder",
 ]
 
 # Keys of the original checkpoints that the IVGF encoder does not use (full-key regular expressions).
@@ -58,6 +59,13 @@ _RENAMES = (
     (re.compile(r"^blocks3\.(\d+)\.gamma_2$"), r"blocks3.\1.layer_scale_2.gamma"),
     (re.compile(r"^fpn\.0\.(.*)$"), r"stage4.conv.\1"),
     (re.compile(r"^fpn\.1\.(.*)$"), r"stage4.norm.\1"),
+)
+# IVGF name -> original name, the inverse of _RENAMES (for save_original_encoder).
+_ORIGINAL_NAMES = (
+    (re.compile(r"^blocks3\.(\d+)\.layer_scale_1\.gamma$"), r"blocks3.\1.gamma_1"),
+    (re.compile(r"^blocks3\.(\d+)\.layer_scale_2\.gamma$"), r"blocks3.\1.gamma_2"),
+    (re.compile(r"^stage4\.conv\.(.*)$"), r"fpn.0.\1"),
+    (re.compile(r"^stage4\.norm\.(.*)$"), r"fpn.1.\1"),
 )
 _SEGMENTATION_MARKERS = ("gamma_1", "relative_position_bias_table", "fpn.0.weight")
 _REQUIRED_KEYS = ("patch_embed1.proj.weight", "blocks3.0.attn.qkv.weight", "pos_embed")
@@ -357,3 +365,25 @@ def load_foundation_weights(model, infrared_checkpoint=None, visible_checkpoint=
             encoder.load_state_dict(result.state_dict, strict=False)
         results[modality] = result
     return results
+
+
+def save_original_encoder(encoder: nn.Module, path: Union[str, Path]) -> Path:
+    """Write an IVGF encoder's weights as an original checkpoint (``{"model": state_dict}``, ``torch.save``).
+
+    The keys are those of ConvMAE's segmentation backbone (``gamma_1``, ``fpn.0`` / ``fpn.1`` for the stride-32
+    stage): the inverse of :func:`convert_mae_checkpoint`, so the file loads through ``visible_checkpoint`` /
+    ``infrared_checkpoint`` exactly like a published InfMAE / MCMAE checkpoint. Refuses non-finite weights.
+    """
+    state = {}
+    for key, value in encoder.state_dict().items():
+        if not torch.isfinite(value).all():
+            raise ValueError(f"encoder weight {key} has non-finite values; refusing to write {path}")
+        for pattern, replacement in _ORIGINAL_NAMES:
+            if pattern.match(key):
+                key = pattern.sub(replacement, key)
+                break
+        state[key] = value.detach().cpu().clone()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": state}, path)
+    return path

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .modeling.image_processing_ivgf import LUMA_WEIGHTS
+
 __all__ = [
     "PROTOCOLS",
     "SlidingWindow",
@@ -86,7 +88,8 @@ def apply_protocol(visible: np.ndarray, infrared: np.ndarray, protocol: str) -> 
         visible: uint8 (H, W, 3).
         infrared: uint8 (H, W).
         protocol: ``"none"`` (unchanged), ``"visible_missing"`` (visible := the infrared image repeated to 3
-            channels) or ``"infrared_missing"`` (infrared := the visible image's channel mean, rounded).
+            channels) or ``"infrared_missing"`` (infrared := the visible image's BT.601 luma, rounded: the grey
+            level cutout&mix uses too).
 
     Returns:
         ``(visible, infrared)`` with the same shapes and dtype.
@@ -98,7 +101,8 @@ def apply_protocol(visible: np.ndarray, infrared: np.ndarray, protocol: str) -> 
     if protocol == "visible_missing":
         return np.repeat(infrared[..., None], 3, axis=2), infrared
     if protocol == "infrared_missing":
-        return visible, np.rint(visible.mean(axis=-1, dtype=np.float64)).astype(np.uint8)
+        luma = visible.astype(np.float64) @ np.asarray(LUMA_WEIGHTS, dtype=np.float64)
+        return visible, np.clip(np.rint(luma), 0, 255).astype(np.uint8)
     return visible, infrared
 
 

@@ -49,13 +49,18 @@ VARIANTS = {
     "visible_only": ("Visible only", {"model_overrides": {"modalities": "visible"}, "cma": False}),
     "infrared_only": ("Infrared only", {"model_overrides": {"modalities": "infrared"}, "cma": False}),
 }
-OUTPUT_ENTRIES = ("data", "runs", "model", "eval", "predictions", "comparison.md", "comparison.json", "summary.md")
+OUTPUT_ENTRIES = (
+    "data", "runs", "model", "eval", "predictions", "comparison.md", "comparison.json", "seeds.md", "seeds.json",
+    "summary.md",
+)
 PROTOCOLS = ("none", "visible_missing", "infrared_missing")
 RECIPE = "synth-seg-cpu"
 # (class, lighting) cells of the comparison table where one modality is blind in SynthRGBT (see
 # ivgf_hf.data.synthetic_scene): people at night are visible only in the infrared image, bumps only in the visible one.
 HIGHLIGHTS = (("person", "night"), ("bump", "all"))
 LIGHTINGS = ("all", "day", "night")
+# Quickstart variant -> row of the ablation runner (ivgf_hf.ablation.ROWS), whose tables the seed summary uses.
+_ABLATION_ROWS = {"ivgf": "ivgf", "sum_fusion": "sum", "visible_only": "visible_only", "infrared_only": "infrared_only"}
 
 
 def prepare_output_dir(out: Path, overwrite: bool) -> None:
@@ -74,8 +79,10 @@ def prepare_output_dir(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _train_variant(name: str, data, out: Path, steps: Optional[int], seed: int, export_check: bool) -> tuple:
-    """Train one variant; returns (final model folder, seconds, steps)."""
+def _train_variant(
+    name: str, data, out: Path, steps: Optional[int], seed: int, export_check: bool, run_name: str
+) -> tuple:
+    """Train one variant into ``runs/<run_name>``; returns (final model folder, seconds, steps)."""
     from .training import get_recipe, train
 
     overrides = {"data_root": str(out / "data"), "eval_split": None, "seed": seed, "export_check": export_check,
@@ -84,7 +91,7 @@ def _train_variant(name: str, data, out: Path, steps: Optional[int], seed: int, 
         overrides.update(max_steps=steps, save_every=steps, log_every=max(1, min(20, steps)))
     recipe = get_recipe(RECIPE, **overrides)
     started = time.perf_counter()
-    result = train(recipe, out / "runs" / name, data=data)
+    result = train(recipe, out / "runs" / run_name, data=data)
     return Path(result.final_model), time.perf_counter() - started, recipe.max_steps
 
 
@@ -139,6 +146,23 @@ def comparison_markdown(rows: list) -> str:
     return "\n".join(lines) + "\n"
 
 
+def seed_cells(evaluated_by_seed: dict) -> list:
+    """Ablation-style cell records (``ivgf_hf.ablation``) from ``{(variant, seed): entry}`` of protocol "none"."""
+    cells = []
+    for (name, seed), entry in evaluated_by_seed.items():
+        groups = entry["result"]["results"]["none"]
+        metrics = {
+            lighting: {
+                "mIoU": groups.get(lighting, {}).get("mIoU", math.nan),
+                "per_class_iou": dict(groups.get(lighting, {}).get("per_class_iou", {})),
+            }
+            for lighting in LIGHTINGS
+        }
+        cells.append({"regime": "scratch", "row": _ABLATION_ROWS[name], "seed": seed, "steps": entry["steps"],
+                      "train_seconds": entry["seconds"], "metrics": metrics})
+    return cells
+
+
 def _json_ready(value):
     """``value`` with NaN (a class or lighting absent from the test split) replaced by None, recursively."""
     if isinstance(value, dict):
@@ -158,6 +182,8 @@ def run_quickstart(
     out_dir="ivgf-quickstart",
     *,
     compare: bool = False,
+    seeds: int = 1,
+    impairments="realistic",
     steps: Optional[int] = None,
     overwrite: bool = False,
     num_train: int = 192,
@@ -174,6 +200,10 @@ def run_quickstart(
     Args:
         out_dir: output folder; must be empty or absent unless ``overwrite``.
         compare: also train and evaluate the visible-only, infrared-only and sum-fusion baselines.
+        seeds: with ``compare``, train every model for the training seeds ``seed`` ... ``seed + seeds - 1`` and
+            write the mean +- std table (``seeds.md`` / ``seeds.json``); the first seed gives the other outputs.
+        impairments: the SynthRGBT world: ``"realistic"`` (glare, thermal crossover, sensor dropout,
+            misregistration; see docs/data.md) or ``"none"`` (the original world).
         steps: optimizer steps per model (default: the ``synth-seg-cpu`` recipe's).
         overwrite: replace a previous quickstart run in ``out_dir`` (other files there are kept).
         num_train, num_test, height, width, seed: the SynthRGBT data (half of each split at night).
@@ -182,29 +212,44 @@ def run_quickstart(
         log: where progress lines and the tables go.
 
     Returns:
-        ``{"out_dir", "model", "eval", "predictions", "result", "comparison" (rows, with compare), "summary"}``.
+        ``{"out_dir", "model", "eval", "predictions", "result", "comparison" (rows, with compare), "seeds" (the
+        mean +- std summary, with compare), "summary"}``.
     """
+    if seeds < 1:
+        raise ValueError(f"seeds must be a positive integer, got {seeds}")
     from .data import generate_synthrgbt, load_mfnet
     from .evaluation.runner import evaluate_model, write_evaluation_report
     from .inference import load_model_and_processor
 
     out = Path(out_dir)
     prepare_output_dir(out, overwrite)
-    log(f"[1/4] SynthRGBT: {num_train} training and {num_test} test pairs of {height}x{width} -> {out / 'data'}")
+    log(f"[1/4] SynthRGBT ({impairments}): {num_train} training and {num_test} test pairs of {height}x{width} -> "
+        f"{out / 'data'}")
     generate_synthrgbt(out / "data", "mfnet", num_train=num_train, num_test=num_test, height=height, width=width,
-                       seed=seed)
+                       seed=seed, impairments=impairments)
     data = load_mfnet(out / "data", splits=["train", "test"])
     variants = list(VARIANTS) if compare else ["ivgf"]
-    evaluated = {}
-    for number, name in enumerate(variants, start=1):
-        log(f"[2/4] training {VARIANTS[name][0]} ({number}/{len(variants)}) on the CPU -> {out / 'runs' / name}")
-        folder, seconds, used_steps = _train_variant(name, data, out, steps, seed, export_check and name == "ivgf")
+    training_seeds = list(range(seed, seed + (seeds if compare else 1)))
+    runs = [(name, s) for s in training_seeds for name in variants]
+    evaluated, evaluated_by_seed = {}, {}
+    for number, (name, run_seed) in enumerate(runs, start=1):
+        first = run_seed == seed
+        run_name = name if first else f"{name}-seed{run_seed}"
+        log(f"[2/4] training {VARIANTS[name][0]}, seed {run_seed} ({number}/{len(runs)}) on the CPU -> "
+            f"{out / 'runs' / run_name}")
+        folder, seconds, used_steps = _train_variant(
+            name, data, out, steps, run_seed, export_check and name == "ivgf" and first, run_name
+        )
         log(f"      {used_steps} steps in {seconds / 60:.1f} min")
         model, processor = load_model_and_processor(folder)
-        protocols = PROTOCOLS if model.config.modalities == "both" else ("none",)
+        protocols = PROTOCOLS if model.config.modalities == "both" and first else ("none",)
         log(f"[3/4] evaluating {VARIANTS[name][0]} on {len(data['test'])} test pairs ({', '.join(protocols)})")
         result = evaluate_model(model, data["test"], task="segmentation", processor=processor, protocols=protocols)
-        evaluated[name] = {"result": result, "seconds": seconds, "steps": used_steps, "folder": folder}
+        entry = {"result": result, "seconds": seconds, "steps": used_steps, "folder": folder}
+        evaluated_by_seed[(name, run_seed)] = entry
+        if not first:
+            continue
+        evaluated[name] = entry
         if name == "ivgf":
             shutil.copytree(folder, out / "model")
             eval_paths = write_evaluation_report(result, out / "eval", title="IVGF quickstart (tiny, SynthRGBT)")
@@ -215,13 +260,25 @@ def run_quickstart(
     main = evaluated["ivgf"]
     summary = [f"## IVGF quickstart: tiny model, {main['steps']} steps, {main['seconds'] / 60:.1f} min on the CPU", "",
                _protocol_table(main["result"])]
-    rows = None
+    rows = seed_summary = None
     if compare:
         rows = comparison_rows(evaluated)
         table = comparison_markdown(rows)
-        summary += ["### Fusion against the baselines (protocol: none missing)", "", table]
+        summary += [f"### Fusion against the baselines (protocol: none missing, seed {seed})", "", table]
         (out / "comparison.md").write_text(table, encoding="utf-8")
         (out / "comparison.json").write_text(json.dumps(_json_ready(rows), indent=2) + "\n", encoding="utf-8")
+    if compare and seeds > 1:
+        from .ablation import ablation_markdown, summarize_cells
+
+        cells = seed_cells(evaluated_by_seed)
+        ablation_rows = [_ABLATION_ROWS[name] for name in variants]
+        seed_summary = summarize_cells(cells, ablation_rows, ["scratch"], HIGHLIGHTS)
+        seed_table = ablation_markdown(seed_summary, HIGHLIGHTS)
+        summary += [f"### Over {seeds} training seeds (mean ± std, protocol: none missing)", "", seed_table]
+        (out / "seeds.md").write_text(seed_table, encoding="utf-8")
+        (out / "seeds.json").write_text(
+            json.dumps(_json_ready({"summary": seed_summary, "cells": cells}), indent=1) + "\n", encoding="utf-8"
+        )
     text = "\n".join(summary)
     (out / "summary.md").write_text(text, encoding="utf-8")
     log("")
@@ -235,5 +292,6 @@ def run_quickstart(
         "predictions": predictions,
         "result": main["result"],
         "comparison": rows,
+        "seeds": seed_summary,
         "summary": text,
     }

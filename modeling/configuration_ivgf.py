@@ -2,7 +2,7 @@
 
 from transformers import PretrainedConfig
 
-__all__ = ["IVGFConfig", "ENCODER_FIELDS"]
+__all__ = ["IVGFConfig", "ENCODER_FIELDS", "LITERAL_FUSION_DEFAULTS", "TRAINABLE_FUSION_DEFAULTS"]
 
 # Encoder hyper-parameters that exist once per modality: the visible field has the plain name, the
 # infrared field the same name with an ``_ir`` suffix (``num_channels`` / ``num_channels_ir``).
@@ -21,6 +21,24 @@ ENCODER_FIELDS = (
 )
 
 _MODALITIES = ("both", "visible", "infrared")
+# The fusion fields of the trainable starts (docs/model.md, "Deviations from the paper"): their defaults, and the
+# values of the literal paper form, which configurations saved before these fields existed also get.
+TRAINABLE_FUSION_DEFAULTS = {
+    "fusion_fan_init": True,
+    "fem_scaled_residual": True,
+    "tem_prompt_range": 2.0,
+    "tem_initial_prompt": 1.0,
+    "agf_residual": True,
+    "agf_norm": True,
+}
+LITERAL_FUSION_DEFAULTS = {
+    "fusion_fan_init": False,
+    "fem_scaled_residual": False,
+    "tem_prompt_range": 1.0,
+    "tem_initial_prompt": 0.98,
+    "agf_residual": False,
+    "agf_norm": False,
+}
 _FEM_MODES = ("parallel", "serial", "channel", "spatial")
 
 
@@ -88,6 +106,10 @@ class IVGFConfig(PretrainedConfig):
         fem_scaled_residual (`bool`, *optional*, defaults to `True`):
             Multiply each term FEM adds (eq. 5-6, 12-13) by a per-channel factor that starts at 0, so FEM starts as
             the identity. `False` is eq. 12 as written (its gates start near 0.5). See docs/model.md.
+        fusion_fan_init (`bool`, *optional*, defaults to `True`):
+            Initialise FEM's gate layers and AGF's projections and merge convolutions by their fan (He before a ReLU,
+            Xavier elsewhere) rather than the truncated normal of std `initializer_range`, which leaves narrow
+            layers with constant gates, uniform attention and a merge output ~1e-5 of its input.
         use_tem (`bool`, *optional*, defaults to `True`):
             Token-enhancement module inside the transformer stage.
         tem_layers (`list[int]`, *optional*, defaults to `[3, 6, 9]`):
@@ -115,6 +137,10 @@ class IVGFConfig(PretrainedConfig):
             sum baseline. `False` is eq. 20 as written (`M(...)` alone, no identity path).
         agf_norm (`bool`, *optional*, defaults to `True`):
             LayerNorm on each modality's tokens before AGF's query / key / value projections.
+
+            The six fusion fields above (`fem_scaled_residual`, `fusion_fan_init`, `tem_prompt_range`,
+            `tem_initial_prompt`, `agf_residual`, `agf_norm`) take `None` for "not given" (their defaults); a config.json saved before
+            they existed loads with the literal paper values (`LITERAL_FUSION_DEFAULTS`), as it was trained.
         hidden_size (`int`, *optional*, defaults to 768):
             Channels of the UperNet decode head.
         pool_scales (`list[int]`, *optional*, defaults to `[1, 2, 3, 6]`):
@@ -207,19 +233,20 @@ class IVGFConfig(PretrainedConfig):
         fem_mode="parallel",
         fem_spatial_reduction=8,
         fem_channel_reduction=4,
-        fem_scaled_residual=True,
+        fem_scaled_residual=None,
+        fusion_fan_init=None,
         use_tem=True,
         tem_layers=(3, 6, 9),
         tem_hidden_size=None,
         tem_num_adapters=4,
         tem_adapter_bottleneck=64,
-        tem_prompt_range=2.0,
-        tem_initial_prompt=1.0,
+        tem_prompt_range=None,
+        tem_initial_prompt=None,
         use_agf=True,
         agf_num_heads=(4, 6, 12, 12),
         agf_kv_stride=(1, 1, 1, 1),
-        agf_residual=True,
-        agf_norm=True,
+        agf_residual=None,
+        agf_norm=None,
         hidden_size=768,
         pool_scales=(1, 2, 3, 6),
         use_auxiliary_head=True,
@@ -253,6 +280,19 @@ class IVGFConfig(PretrainedConfig):
         initializer_range=0.02,
         **kwargs,
     ):
+        fusion = dict(
+            fusion_fan_init=fusion_fan_init,
+            fem_scaled_residual=fem_scaled_residual,
+            tem_prompt_range=tem_prompt_range,
+            tem_initial_prompt=tem_initial_prompt,
+            agf_residual=agf_residual,
+            agf_norm=agf_norm,
+        )
+        # `None` means "not given": the trainable defaults, except in a config.json saved before these fields
+        # existed (it has a transformers_version and none of them), which keeps the modules it was trained with.
+        saved_before = "transformers_version" in kwargs and all(value is None for value in fusion.values())
+        defaults = LITERAL_FUSION_DEFAULTS if saved_before else TRAINABLE_FUSION_DEFAULTS
+        fusion = {key: defaults[key] if value is None else value for key, value in fusion.items()}
         self.hidden_sizes = list(hidden_sizes)
         self.depths = list(depths)
         self.num_attention_heads = num_attention_heads
@@ -283,19 +323,20 @@ class IVGFConfig(PretrainedConfig):
         self.fem_mode = fem_mode
         self.fem_spatial_reduction = fem_spatial_reduction
         self.fem_channel_reduction = fem_channel_reduction
-        self.fem_scaled_residual = fem_scaled_residual
+        self.fem_scaled_residual = bool(fusion["fem_scaled_residual"])
+        self.fusion_fan_init = bool(fusion["fusion_fan_init"])
         self.use_tem = use_tem
         self.tem_layers = list(tem_layers)
         self.tem_hidden_size = tem_hidden_size
         self.tem_num_adapters = tem_num_adapters
         self.tem_adapter_bottleneck = tem_adapter_bottleneck
-        self.tem_prompt_range = float(tem_prompt_range)
-        self.tem_initial_prompt = float(tem_initial_prompt)
+        self.tem_prompt_range = float(fusion["tem_prompt_range"])
+        self.tem_initial_prompt = float(fusion["tem_initial_prompt"])
         self.use_agf = use_agf
         self.agf_num_heads = list(agf_num_heads)
         self.agf_kv_stride = list(agf_kv_stride)
-        self.agf_residual = agf_residual
-        self.agf_norm = agf_norm
+        self.agf_residual = bool(fusion["agf_residual"])
+        self.agf_norm = bool(fusion["agf_norm"])
         self.hidden_size = hidden_size
         self.pool_scales = list(pool_scales)
         self.use_auxiliary_head = use_auxiliary_head
@@ -331,6 +372,13 @@ class IVGFConfig(PretrainedConfig):
         self.initializer_range = initializer_range
         super().__init__(**kwargs)
         self._validate()
+
+    def to_diff_dict(self) -> dict:
+        """The saved form: values that differ from the defaults, plus the trainable-start fusion fields always (a
+        saved config without them is read as one written before they existed; see ``__init__``)."""
+        diff = super().to_diff_dict()
+        diff.update({key: getattr(self, key) for key in LITERAL_FUSION_DEFAULTS})
+        return diff
 
     def encoder_settings(self, modality: str) -> dict:
         """The encoder fields of one modality (`"visible"` or `"infrared"`), with `None` infrared fields filled in."""

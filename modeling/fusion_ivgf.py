@@ -55,6 +55,18 @@ def _check_pair(visible: torch.Tensor, infrared: torch.Tensor, ndim: int, channe
         raise ValueError(f"expected {channels} channels in {layout}, got shape {tuple(visible.shape)}")
 
 
+# Fan-based initialisation (``fan_init=True``), set per layer and applied by :func:`init_fusion_weights`: the
+# default rule's std of ``initializer_range`` (0.02) suits 768-wide layers, but leaves narrower fusion layers with
+# near-constant gates and uniform attention, and a three-conv merge whose output is ~1e-5 of its input.
+_FAN_INIT = "_ivgf_fan_init"
+
+
+def _fan_init(layer: nn.Module, rule: str) -> nn.Module:
+    """Mark ``layer`` (Linear / Conv2d) for fan-based init: ``"relu"`` (He, before a ReLU) or ``"linear"`` (Xavier)."""
+    setattr(layer, _FAN_INIT, rule)
+    return layer
+
+
 def _reduced(channels: int, reduction: int, name: str) -> int:
     """Width of a bottleneck ``channels // reduction`` (at least 1)."""
     if channels < 1:
@@ -70,12 +82,15 @@ class IVGFSpatialWeight(nn.Module):
     (B, C, H, W) -> (B, 1, H, W) in (0, 1).
     """
 
-    def __init__(self, channels: int, reduction: int):
+    def __init__(self, channels: int, reduction: int, fan_init: bool = False):
         super().__init__()
         hidden = _reduced(channels, reduction, "spatial_reduction")
         self.conv1 = nn.Conv2d(channels, hidden, kernel_size=1)
         self.act = nn.ReLU()
         self.conv2 = nn.Conv2d(hidden, 1, kernel_size=1)
+        if fan_init:
+            _fan_init(self.conv1, "relu")
+            _fan_init(self.conv2, "linear")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.conv2(self.act(self.conv1(x))))
@@ -88,12 +103,15 @@ class IVGFChannelWeight(nn.Module):
     (B, C, H, W) -> (B, C, 1, 1) in (0, 1).
     """
 
-    def __init__(self, channels: int, reduction: int):
+    def __init__(self, channels: int, reduction: int, fan_init: bool = False):
         super().__init__()
         hidden = _reduced(channels, reduction, "channel_reduction")
         self.fc1 = nn.Linear(2 * channels, hidden)
         self.act = nn.ReLU()
         self.fc2 = nn.Linear(hidden, channels)
+        if fan_init:
+            _fan_init(self.fc1, "relu")
+            _fan_init(self.fc2, "linear")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
@@ -117,13 +135,21 @@ class IVGFFeatureEnhancement(nn.Module):
     With ``scaled_residual=True`` every added term (the gated cross term and the channel-attention term) is
     multiplied by its own per-channel :class:`IVGFChannelScale` that starts at 0, so the module starts as the
     identity and learns how much of each term to add; ``False`` is eq. 12 as written, whose sigmoid gates start
-    near 0.5 (the output then starts near ``1.5 vis + 0.5 ir``).
+    near 0.5 (the output then starts near ``1.5 vis + 0.5 ir``). ``fan_init=True`` initialises the gate layers by
+    their fan (He before a ReLU, Xavier before the sigmoid) instead of the model's std-0.02 rule, so the gates vary
+    over pixels and channels from the start.
 
     Only the branches a mode uses are allocated. Input and output: two (B, C, H, W) maps.
     """
 
     def __init__(
-        self, channels: int, spatial_reduction: int, channel_reduction: int, mode: str, scaled_residual: bool = False
+        self,
+        channels: int,
+        spatial_reduction: int,
+        channel_reduction: int,
+        mode: str,
+        scaled_residual: bool = False,
+        fan_init: bool = False,
     ):
         super().__init__()
         if mode not in FEM_MODES:
@@ -133,12 +159,12 @@ class IVGFFeatureEnhancement(nn.Module):
         self.scaled_residual = scaled_residual
         branches = []
         if mode != "channel":
-            self.spatial_visible = IVGFSpatialWeight(channels, spatial_reduction)
-            self.spatial_infrared = IVGFSpatialWeight(channels, spatial_reduction)
+            self.spatial_visible = IVGFSpatialWeight(channels, spatial_reduction, fan_init)
+            self.spatial_infrared = IVGFSpatialWeight(channels, spatial_reduction, fan_init)
             branches += ["spatial_visible", "spatial_infrared"]
         if mode != "spatial":
-            self.channel_visible = IVGFChannelWeight(channels, channel_reduction)
-            self.channel_infrared = IVGFChannelWeight(channels, channel_reduction)
+            self.channel_visible = IVGFChannelWeight(channels, channel_reduction, fan_init)
+            self.channel_infrared = IVGFChannelWeight(channels, channel_reduction, fan_init)
             branches += ["channel_visible", "channel_infrared"]
         if scaled_residual:
             self.scales = nn.ModuleDict({name: IVGFChannelScale(channels, 0.0) for name in branches})
@@ -283,12 +309,16 @@ class IVGFMergeBlock(nn.Module):
     (B, 2C, H, W) -> (B, C, H, W).
     """
 
-    def __init__(self, in_channels: int, channels: int):
+    def __init__(self, in_channels: int, channels: int, fan_init: bool = False):
         super().__init__()
         self.reduce = nn.Conv2d(in_channels, channels, kernel_size=1)
         self.conv = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
         self.act = nn.ReLU()
         self.proj = nn.Conv2d(channels, channels, kernel_size=1)
+        if fan_init:
+            _fan_init(self.reduce, "linear")
+            _fan_init(self.conv, "relu")
+            _fan_init(self.proj, "linear")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.act(self.conv(self.reduce(x))))
@@ -316,6 +346,9 @@ class IVGFAttentionGuidedFusion(nn.Module):
       ``False`` is eq. 20 as written, ``M(...)`` alone.
     - ``norm=True``: each modality's tokens pass a LayerNorm before the query / key / value projections (pre-norm,
       as in transformer blocks), so the attention logits do not depend on the encoders' feature scale.
+    - ``fan_init=True``: the projections (Xavier) and the merge convolutions (He before the ReLU, Xavier elsewhere)
+      are initialised by their fan instead of std 0.02, so the attention is not uniform and the merge's output is of
+      the size of its input at step 0.
 
     Inputs: two (B, C, H, W) maps; output (B, C, H, W), channels-last in memory (the token layout is reshaped to a
     map without a copy; values do not depend on the input's memory format).
@@ -329,6 +362,7 @@ class IVGFAttentionGuidedFusion(nn.Module):
         residual: bool = False,
         norm: bool = False,
         eps: float = 1e-6,
+        fan_init: bool = False,
     ):
         super().__init__()
         if channels < 1 or num_heads < 1 or channels % num_heads:
@@ -348,7 +382,10 @@ class IVGFAttentionGuidedFusion(nn.Module):
         self.visible_key_value = nn.Linear(channels, 2 * channels)
         self.infrared_query = nn.Linear(channels, channels)
         self.infrared_key_value = nn.Linear(channels, 2 * channels)
-        self.merge = IVGFMergeBlock(2 * channels, channels)
+        self.merge = IVGFMergeBlock(2 * channels, channels, fan_init)
+        if fan_init:
+            for projection in (self.visible_query, self.visible_key_value, self.infrared_query, self.infrared_key_value):
+                _fan_init(projection, "linear")
         if residual:
             self.merge_scale = IVGFChannelScale(channels, 0.0)
 
@@ -418,14 +455,24 @@ class IVGFSumFusion(nn.Module):
 def init_fusion_weights(module: nn.Module, std: float) -> bool:
     """Initialise ``module`` if it is one of this file's leaf modules with a non-default init; True if handled.
 
-    The model's ``_init_weights`` calls this first and applies its default rule (Linear / Conv weights truncated
-    normal of std ``initializer_range``, biases 0, LayerNorm 1 / 0) when it returns False. ``std`` is that
-    ``initializer_range``; the leaf modules here start from constants and do not use it.
+    Layers marked for fan-based init (``fan_init=True`` in FEM and AGF) get He-normal (fan in, before a ReLU) or
+    Xavier-uniform weights and zero biases. The model's ``_init_weights`` calls this first and applies its default
+    rule (Linear / Conv weights truncated normal of std ``initializer_range``, biases 0, LayerNorm 1 / 0) when it
+    returns False. ``std`` is that ``initializer_range``; the modules here do not use it.
     """
     if isinstance(module, IVGFPromptLogitBias):
         nn.init.constant_(module.bias, module.initial_logit)
         return True
     if isinstance(module, IVGFChannelScale):
         nn.init.constant_(module.gamma, module.init_value)
+        return True
+    rule = getattr(module, _FAN_INIT, None)
+    if rule is not None:
+        if rule == "relu":
+            nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+        else:
+            nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
         return True
     return False

@@ -27,6 +27,7 @@ from .fusion_ivgf import (
     IVGFTokenEnhancement,
     init_fusion_weights,
 )
+from .image_processing_ivgf import LUMA_WEIGHTS
 
 __all__ = [
     "IVGFPreTrainedModel",
@@ -81,14 +82,22 @@ def _replace_missing_modality(
 ) -> tuple:
     """Fill a missing modality with the other one (the paper's Table VI protocol), converting channels.
 
-    Works on normalised tensors: grey = mean of the visible channels, visible = the infrared channel repeated. The
-    evaluation code applies the same protocol to the raw images before normalisation.
+    Works on the normalised tensors the model receives, since the model does not know the processor's mean / std:
+    grey = BT.601 luma (:data:`LUMA_WEIGHTS`) of the three visible channels (their mean for other channel counts),
+    visible = the infrared channel(s)' mean repeated. The exact protocol replaces the raw image before
+    normalisation (``ivgf_hf.inference.apply_protocol``, used by ``ivgf eval``); the two differ by the
+    normalisation (raw grey 128 becomes 0.191 here but 0.385 there with the default constants).
     """
     if pixel_values is None and pixel_values_ir is None:
         raise ValueError("IVGF needs pixel_values (visible) or pixel_values_ir (infrared); both are None")
     if pixel_values_ir is None:
         channels = config.num_channels_ir
-        pixel_values_ir = pixel_values.mean(dim=1, keepdim=True).expand(-1, channels, -1, -1)
+        if pixel_values.shape[1] == len(LUMA_WEIGHTS):
+            weights = pixel_values.new_tensor(LUMA_WEIGHTS).view(1, -1, 1, 1)
+            grey = (pixel_values * weights).sum(dim=1, keepdim=True)
+        else:
+            grey = pixel_values.mean(dim=1, keepdim=True)
+        pixel_values_ir = grey.expand(-1, channels, -1, -1)
     elif pixel_values is None:
         grey = pixel_values_ir.mean(dim=1, keepdim=True)
         pixel_values = grey.expand(-1, config.num_channels, -1, -1)
@@ -122,6 +131,7 @@ class IVGFModel(IVGFPreTrainedModel):
                             config.fem_channel_reduction,
                             config.fem_mode,
                             config.fem_scaled_residual,
+                            config.fusion_fan_init,
                         )
                         for c in channels
                     ]
@@ -146,7 +156,13 @@ class IVGFModel(IVGFPreTrainedModel):
                 self.fusions = nn.ModuleList(
                     [
                         IVGFAttentionGuidedFusion(
-                            c, heads, stride, config.agf_residual, config.agf_norm, config.layer_norm_eps
+                            c,
+                            heads,
+                            stride,
+                            config.agf_residual,
+                            config.agf_norm,
+                            config.layer_norm_eps,
+                            config.fusion_fan_init,
                         )
                         for c, heads, stride in zip(channels, config.agf_num_heads, config.agf_kv_stride)
                     ]

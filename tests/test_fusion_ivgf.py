@@ -523,3 +523,79 @@ def test_sum_fusion():
     torch.testing.assert_close(IVGFSumFusion()(vis, ir), vis + ir)
     with pytest.raises(ValueError, match="same shape"):
         IVGFSumFusion()(vis, ir[:1])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Trainable starts (config fields fem_scaled_residual, tem_prompt_range / tem_initial_prompt, agf_residual, agf_norm)
+
+
+@pytest.mark.parametrize("mode", FEM_MODES)
+def test_fem_scaled_residual_starts_as_identity_and_scales_each_added_term(mode):
+    fem = build(IVGFFeatureEnhancement, 8, 2, 2, mode, std=0.3, scaled_residual=True)
+    vis, ir = pair(2, 8, 4, 5)
+    vis_out, ir_out = fem(vis, ir)
+    torch.testing.assert_close(vis_out, vis, atol=0, rtol=0)
+    torch.testing.assert_close(ir_out, ir, atol=0, rtol=0)
+    # With every scale at 1 it is the literal formula (same gate weights).
+    literal = IVGFFeatureEnhancement(8, 2, 2, mode)
+    literal.load_state_dict({k: v for k, v in fem.state_dict().items() if not k.startswith("scales.")})
+    with torch.no_grad():
+        for scale in fem.scales.values():
+            scale.gamma.fill_(1.0)
+    for got, expected in zip(fem(vis, ir), fem_by_hand(literal, vis, ir), strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+    assert set(fem.scales) == {name.split(".")[0] for name, _ in literal.named_parameters()}
+
+
+def test_fem_scaled_residual_trains_its_scales_first():
+    fem = build(IVGFFeatureEnhancement, 8, 2, 2, "parallel", std=0.3, scaled_residual=True)
+    vis, ir = pair(2, 8, 4, 5)
+    sum(out.square().sum() for out in fem(vis, ir)).backward()
+    for name, param in fem.named_parameters():
+        nonzero = param.grad is not None and param.grad.abs().sum() > 0
+        assert nonzero == name.startswith("scales."), name
+
+
+def test_tem_prompt_range_scales_the_sigmoid_and_starts_at_the_initial_prompt():
+    tem = build(IVGFTokenEnhancement, 32, 32, 4, 8, 1e-6, prompt_range=2.0, initial_prompt=1.0)
+    torch.testing.assert_close(tem.prompt_bias.bias, torch.zeros(2))  # logit(1 / 2) = 0: the sigmoid's steepest point
+    vis, ir = pair(2, 49, 32)
+    prompts = tem.prompts(vis, ir)
+    assert (prompts - 1.0).abs().max() < 0.1  # the pooled features are small but not 0; the slope is 0.5 here
+    with torch.no_grad():
+        tem.prompt_bias.bias.copy_(torch.tensor([0.3, -0.2]))
+    torch.testing.assert_close(tem.prompts(vis, ir), 2.0 * tem_prompts_by_hand(tem, vis, ir), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="initial_prompt must lie in"):
+        IVGFTokenEnhancement(8, 8, 2, 2, 1e-6, prompt_range=1.0, initial_prompt=1.0)
+    with pytest.raises(ValueError, match="prompt_range must be positive"):
+        IVGFTokenEnhancement(8, 8, 2, 2, 1e-6, prompt_range=0.0)
+
+
+def test_agf_residual_starts_as_the_sum_and_adds_the_scaled_merge():
+    residual = build(IVGFAttentionGuidedFusion, 8, 2, residual=True, std=0.3)
+    vis, ir = pair(2, 8, 4, 5)
+    torch.testing.assert_close(residual(vis, ir), vis + ir, atol=0, rtol=0)
+    literal = IVGFAttentionGuidedFusion(8, 2)
+    literal.load_state_dict({k: v for k, v in residual.state_dict().items() if not k.startswith("merge_scale.")})
+    with torch.no_grad():
+        residual.merge_scale.gamma.copy_(torch.linspace(-1, 1, 8))
+    expected = vis + ir + literal(vis, ir) * torch.linspace(-1, 1, 8)[:, None, None]
+    torch.testing.assert_close(residual(vis, ir), expected, atol=1e-6, rtol=1e-5)
+
+
+def test_agf_residual_gradients_reach_the_scale_at_initialisation():
+    agf = build(IVGFAttentionGuidedFusion, 8, 2, residual=True, norm=True)
+    agf(*pair(2, 8, 4, 5)).square().sum().backward()
+    assert agf.merge_scale.gamma.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kv_stride", [1, 2])
+def test_agf_norm_makes_attention_independent_of_the_feature_scale(kv_stride):
+    agf = build(IVGFAttentionGuidedFusion, 8, 2, kv_stride, norm=True, eps=1e-12, std=0.3)
+    vis, ir = pair(2, 8, 4, 6)
+    torch.testing.assert_close(agf(10.0 * vis, 10.0 * ir), agf(vis, ir), atol=1e-5, rtol=1e-4)
+    plain = build(IVGFAttentionGuidedFusion, 8, 2, kv_stride, std=0.3)
+    assert not torch.allclose(plain(10.0 * vis, 10.0 * ir), 10.0 * plain(vis, ir), atol=1e-3)
+    assert {name for name, _ in agf.named_parameters()} - {name for name, _ in plain.named_parameters()} == {
+        "visible_norm.weight", "visible_norm.bias", "infrared_norm.weight", "infrared_norm.bias"
+    }

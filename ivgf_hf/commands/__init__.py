@@ -3,4 +3,4 @@
 Modules here import only the standard library at import time; handlers import their implementation when run.
 """
 
-COMMAND_MODULES = ("convert", "train", "hub", "eval", "predict", "quickstart", "benchmark")
+COMMAND_MODULES = ("convert", "train", "hub", "eval", "predict", "quickstart", "ablate", "benchmark")

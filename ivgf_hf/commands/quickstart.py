@@ -8,7 +8,7 @@ def _quickstart(args) -> int:
 
     try:
         run_quickstart(
-            args.out, compare=args.compare, steps=args.steps, overwrite=args.overwrite, num_train=args.num_train,
+            args.out, compare=args.compare, seeds=args.seeds, impairments=args.impairments, steps=args.steps, overwrite=args.overwrite, num_train=args.num_train,
             num_test=args.num_test, height=args.height, width=args.width, seed=args.seed,
             num_predictions=args.num_predictions, export_check=not args.no_export_check,
         )
@@ -35,6 +35,8 @@ def register(commands) -> None:
     )
     parser.add_argument("--out", default="ivgf-quickstart", help="output folder (default: ./ivgf-quickstart)")
     parser.add_argument("--compare", action="store_true", help="also train and compare the three baselines")
+    parser.add_argument("--seeds", type=_positive, default=1,
+                        help="with --compare: train every model for this many seeds and print mean ± std (default: 1)")
     parser.add_argument("--steps", type=_positive, help="optimizer steps per model (default: the recipe's 800)")
     parser.add_argument("--overwrite", action="store_true", help="replace a previous quickstart run in --out")
     data = parser.add_argument_group("SynthRGBT size")
@@ -42,6 +44,9 @@ def register(commands) -> None:
     data.add_argument("--num-test", type=_positive, default=48, help="test pairs, half at night (default: 48)")
     data.add_argument("--height", type=_positive, default=240, help="image height in pixels (default: 240)")
     data.add_argument("--width", type=_positive, default=320, help="image width in pixels (default: 320)")
+    data.add_argument("--impairments", default="realistic",
+                      help="'realistic' (glare, thermal crossover, sensor dropout, misregistration) or 'none' "
+                      "(the original world); default: realistic")
     data.add_argument("--seed", type=int, default=0, help="seed of the data and of training (default: 0)")
     parser.add_argument("--num-predictions", type=_positive, default=6, help="test images drawn (default: 6)")
     parser.add_argument(

@@ -21,9 +21,10 @@ from typing import NamedTuple
 
 import torch
 
+from ..modeling.image_processing_ivgf import LUMA_WEIGHTS
+
 __all__ = ["CutoutMixConfig", "CutoutMix", "CutoutMixMasks", "LUMA_WEIGHTS"]
 
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 
 @dataclass

@@ -110,8 +110,17 @@ def dataset_class_names(data, task: str) -> list:
     return list(MFNET_CLASSES)
 
 
-def build_train_transform(recipe, processor):
-    """The training transform of the recipe's task; normalisation comes from ``processor``."""
+def build_train_transform(recipe, processor, modalities: str = "both"):
+    """The training transform of the recipe's task; normalisation comes from ``processor``.
+
+    ``modalities`` is the model's ``config.modalities``: cutout&mix is refused for a single-modality model, whose
+    only input would receive patches of the other modality.
+    """
+    if recipe.cma and modalities != "both":
+        raise RecipeError(
+            f"cma=True would paste the other modality into the only input of a {modalities}-only model; "
+            "train single-modality models with cma=False"
+        )
     cma = CutoutMixConfig(**recipe.cma_config) if recipe.cma else None
     common = dict(
         crop_size=recipe.crop_size,

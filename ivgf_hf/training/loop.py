@@ -241,7 +241,10 @@ class _TrainingRun:
         self.unwrapped = accelerator.unwrap_model(self.model)
         self.eval_processor = _eval_processor(self.processor, recipe.eval_size)
         self.train_set = SeededTransformDataset(
-            data[recipe.train_split], build_train_transform(recipe, self.processor), recipe.task, recipe.seed
+            data[recipe.train_split],
+            build_train_transform(recipe, self.processor, self.unwrapped.config.modalities),
+            recipe.task,
+            recipe.seed,
         )
         self.checkpoints = CheckpointManager(output_dir / "checkpoints", recipe.keep_last)
         self.progress = self._restore(resume)

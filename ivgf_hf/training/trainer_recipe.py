@@ -166,7 +166,9 @@ def build_trainer(recipe, model, processor, data, output_dir, class_names=None, 
         weights = class_weights_for(recipe.class_weighting, data[recipe.train_split], len(names))
         model.config.semantic_loss_class_weights = weights
         logger.info("loss class weights (%s): %s", recipe.class_weighting, dict(zip(names, weights)))
-    train_dataset = data[recipe.train_split].with_transform(build_train_transform(recipe, processor))
+    train_dataset = data[recipe.train_split].with_transform(
+        build_train_transform(recipe, processor, model.config.modalities)
+    )
     eval_dataset, metrics = None, {}
     if recipe.eval_split is not None:
         if recipe.task == "segmentation":

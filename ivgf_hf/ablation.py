@@ -1,0 +1,391 @@
+"""The ablation runner: the paper's Table IV rows (and the baselines) trained on the same data over several seeds.
+
+:func:`run_ablation` generates SynthRGBT once, trains every requested row for every seed with the ``synth-seg-cpu``
+recipe, evaluates each model on the test split by lighting (protocol "none"), and writes a table of mean +- std
+with every seed's value. Two regimes, as in the paper:
+
+* ``"scratch"``: every model starts from random weights (the paper's "IVGF (Scratch)").
+* ``"pretrained"``: the fused rows start from encoders that already know their modality. Here they come from
+  the visible-only and infrared-only models of the same seed, trained on the training split; their encoders are
+  written in the original ConvMAE / InfMAE checkpoint layout (:func:`ivgf_hf.conversion.save_original_encoder`) and
+  loaded through the recipe's ``visible_checkpoint`` / ``infrared_checkpoint``, the path the published InfMAE and
+  MCMAE weights take. The single-modality rows of this regime are those pretraining models.
+
+Every (regime, row, seed) cell is saved as ``cells/<regime>-<row>-seed<k>.json`` once done, so an interrupted run
+continues where it stopped and a later call can add rows or seeds. Output folder::
+
+    data/            SynthRGBT (MFNet layout)
+    runs/            one training run per cell (final_model/ kept only for the pretraining models)
+    encoders/        seed<k>/visible_encoder.pth, infrared_encoder.pth (pretrained regime)
+    cells/           one JSON per finished cell
+    ablation.json    every cell and the summary per regime and row
+    ablation.md      the tables (mean +- std, then every seed)
+    ablation.png     mIoU per row with the seeds' spread
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import statistics
+import time
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from .modeling.configuration_ivgf import LITERAL_FUSION_DEFAULTS
+
+__all__ = [
+    "ROWS",
+    "LITERAL_PAPER_FUSION",
+    "REGIMES",
+    "DEFAULT_ROWS",
+    "run_ablation",
+    "summarize_cells",
+    "ablation_markdown",
+]
+
+# The fusion modules exactly as the paper writes them (no trainable-start deviations; docs/model.md).
+LITERAL_PAPER_FUSION = dict(LITERAL_FUSION_DEFAULTS)
+_NO_FUSION = dict(use_fem=False, use_tem=False, use_agf=False)
+
+
+def _fusion(**switches) -> dict:
+    return {"model_overrides": {**_NO_FUSION, **switches}}
+
+
+# name -> (title, recipe overrides). The single-modality rows never use cutout&mix (its cutmix part would paste the
+# other modality into their only input).
+ROWS = {
+    "sum": ("Baseline: sum fusion", _fusion()),
+    "fem": ("+ FEM", _fusion(use_fem=True)),
+    "agf": ("+ AGF", _fusion(use_agf=True)),
+    "tem": ("+ TEM", _fusion(use_tem=True)),
+    "cma": ("+ CMA", {**_fusion(), "cma": True}),
+    "fem_agf": ("+ FEM + AGF", _fusion(use_fem=True, use_agf=True)),
+    "fem_tem": ("+ FEM + TEM", _fusion(use_fem=True, use_tem=True)),
+    "agf_tem": ("+ AGF + TEM", _fusion(use_agf=True, use_tem=True)),
+    "ivgf": ("IVGF (FEM + TEM + AGF)", {}),
+    "ivgf_cma": ("IVGF + CMA", {"cma": True}),
+    "ivgf_literal": ("IVGF, literal paper form", {"model_overrides": dict(LITERAL_PAPER_FUSION)}),
+    "visible_only": ("Visible only", {"model_overrides": {"modalities": "visible"}, "cma": False}),
+    "infrared_only": ("Infrared only", {"model_overrides": {"modalities": "infrared"}, "cma": False}),
+}
+DEFAULT_ROWS = ("ivgf", "sum", "visible_only", "infrared_only")
+REGIMES = ("scratch", "pretrained")
+RECIPE = "synth-seg-cpu"
+LIGHTINGS = ("all", "day", "night")
+_SINGLE = {"visible_only": "visible", "infrared_only": "infrared"}
+
+
+def _cell_name(regime: str, row: str, seed: int) -> str:
+    return f"{regime}-{row}-seed{seed}"
+
+
+def _check_arguments(rows: Sequence[str], seeds: Sequence[int], regimes: Sequence[str]) -> None:
+    unknown = [row for row in rows if row not in ROWS]
+    if unknown:
+        raise ValueError(f"unknown ablation rows {unknown}; available: {', '.join(ROWS)}")
+    bad = [regime for regime in regimes if regime not in REGIMES]
+    if bad:
+        raise ValueError(f"unknown regimes {bad}; available: {', '.join(REGIMES)}")
+    if not rows or not seeds or not regimes:
+        raise ValueError("rows, seeds and regimes must each name at least one entry")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {list(seeds)}")
+
+
+def _encoder_paths(out: Path, seed: int) -> dict:
+    folder = out / "encoders" / f"seed{seed}"
+    return {modality: folder / f"{modality}_encoder.pth" for modality in ("visible", "infrared")}
+
+
+def _cell_recipe(out: Path, regime: str, row: str, seed: int, steps: Optional[int]):
+    from .training import get_recipe
+
+    overrides = {"data_root": str(out / "data"), "eval_split": None, "seed": seed, "export_check": False,
+                 **ROWS[row][1]}
+    if steps is not None:
+        overrides.update(max_steps=steps, save_every=steps, log_every=max(1, min(20, steps)))
+    if regime == "pretrained" and row not in _SINGLE:
+        paths = _encoder_paths(out, seed)
+        overrides.update(visible_checkpoint=str(paths["visible"]), infrared_checkpoint=str(paths["infrared"]))
+    return get_recipe(RECIPE, **overrides)
+
+
+def _evaluate(folder: Path, test) -> dict:
+    """mIoU and per-class IoU by lighting (fractions) of the model in ``folder`` (protocol "none")."""
+    from .evaluation.runner import evaluate_model
+    from .inference import load_model_and_processor
+
+    model, processor = load_model_and_processor(folder)
+    result = evaluate_model(model, test, task="segmentation", processor=processor, protocols=("none",))
+    groups = result["results"]["none"]
+    return {
+        lighting: {
+            "mIoU": groups.get(lighting, {}).get("mIoU", math.nan),
+            "per_class_iou": dict(groups.get(lighting, {}).get("per_class_iou", {})),
+        }
+        for lighting in LIGHTINGS
+    }
+
+
+def _run_cell(out: Path, regime: str, row: str, seed: int, steps: Optional[int], threads: Optional[int]) -> dict:
+    """Train and evaluate one cell in this process; returns (and saves) its record."""
+    import torch
+
+    from .data import load_mfnet
+    from .training import train
+
+    if threads:
+        torch.set_num_threads(threads)
+    name = _cell_name(regime, row, seed)
+    run_dir = out / "runs" / name
+    recipe = _cell_recipe(out, regime, row, seed, steps)
+    data = load_mfnet(out / "data", splits=["train", "test"])
+    started = time.perf_counter()
+    result = train(recipe, run_dir, data=data, overwrite=True)
+    seconds = time.perf_counter() - started
+    final = Path(result.final_model)
+    record = {"regime": regime, "row": row, "seed": seed, "steps": recipe.max_steps, "train_seconds": seconds,
+              "metrics": _evaluate(final, data["test"])}
+    if regime == "scratch" and row in _SINGLE:
+        _save_pretrained_encoder(final, _encoder_paths(out, seed)[_SINGLE[row]], _SINGLE[row])
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    (out / "cells").mkdir(exist_ok=True)
+    (out / "cells" / f"{name}.json").write_text(json.dumps(_json_ready(record), indent=1) + "\n", encoding="utf-8")
+    return record
+
+
+def _save_pretrained_encoder(model_folder: Path, path: Path, modality: str) -> None:
+    """Write the single-modality model's encoder in the original checkpoint layout."""
+    from .conversion import save_original_encoder
+    from .modeling import IVGFForSemanticSegmentation
+
+    model = IVGFForSemanticSegmentation.from_pretrained(model_folder)
+    save_original_encoder(getattr(model.ivgf, f"{modality}_encoder"), path)
+
+
+def _json_ready(value):
+    if isinstance(value, dict):
+        return {key: _json_ready(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_ready(item) for item in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _load_cell(path: Path) -> Optional[dict]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _plan(rows: Sequence[str], seeds: Sequence[int], regimes: Sequence[str]) -> list:
+    """The cells to run, in dependency order: the pretraining models (scratch single-modality rows) first."""
+    cells = []
+    if "pretrained" in regimes:
+        cells += [("scratch", row, seed) for seed in seeds for row in _SINGLE]
+    for regime in regimes:
+        for seed in seeds:
+            cells += [(regime, row, seed) for row in rows if not (regime == "pretrained" and row in _SINGLE)]
+    unique = []
+    for cell in cells:
+        if cell not in unique:
+            unique.append(cell)
+    return unique
+
+
+def _mean_std(values: list) -> tuple:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarize_cells(cells: list, rows: Sequence[str], regimes: Sequence[str], highlights: Sequence = ()) -> dict:
+    """``{regime: {row: {"mIoU_<lighting>": {"mean", "std", "seeds": {seed: value}}, ...}}}`` from cell records.
+
+    ``highlights`` are (class, lighting) pairs whose IoU is summarised too, as ``"<class>_<lighting>"``. The
+    pretrained regime's single-modality rows are the scratch regime's (they are its pretraining models).
+    """
+    summary = {}
+    for regime in regimes:
+        table = {}
+        for row in rows:
+            source = "scratch" if row in _SINGLE else regime
+            chosen = sorted((c for c in cells if c["regime"] == source and c["row"] == row), key=lambda c: c["seed"])
+            if not chosen:
+                continue
+            entry = {}
+            metrics = [(f"mIoU_{lighting}", lighting, None) for lighting in LIGHTINGS]
+            metrics += [(f"{name}_{lighting}", lighting, name) for name, lighting in highlights]
+            for key, lighting, class_name in metrics:
+                per_seed = {}
+                for cell in chosen:
+                    group = cell["metrics"].get(lighting) or {}
+                    value = group.get("mIoU") if class_name is None else group.get("per_class_iou", {}).get(class_name)
+                    per_seed[cell["seed"]] = math.nan if value is None else value
+                mean, std = _mean_std(list(per_seed.values()))
+                entry[key] = {"mean": mean, "std": std, "seeds": per_seed}
+            entry["train_minutes"] = statistics.fmean(c["train_seconds"] for c in chosen) / 60
+            table[row] = entry
+        summary[regime] = table
+    return summary
+
+
+def _pm(stat: dict) -> str:
+    if math.isnan(stat["mean"]):
+        return "n/a"
+    return f"{100 * stat['mean']:.1f} ± {100 * stat['std']:.1f}"
+
+
+def _seeds(stat: dict) -> str:
+    return " / ".join("n/a" if math.isnan(v) else f"{100 * v:.1f}" for _, v in sorted(stat["seeds"].items()))
+
+
+def ablation_markdown(summary: dict, highlights: Sequence = ()) -> str:
+    """The tables (%, mean ± sample std over seeds, then every seed's value)."""
+    keys = [f"mIoU_{lighting}" for lighting in LIGHTINGS] + [f"{n}_{lighting}" for n, lighting in highlights]
+    titles = ["mIoU", "mIoU day", "mIoU night"] + [f"{n} IoU {lighting}" for n, lighting in highlights]
+    lines = []
+    for regime, table in summary.items():
+        if not table:
+            continue
+        seeds = sorted({seed for entry in table.values() for seed in entry["mIoU_all"]["seeds"]})
+        lines += [f"### Regime: {regime} ({len(seeds)} seeds: {', '.join(map(str, seeds))})", ""]
+        lines.append("| Model | " + " | ".join(titles) + " | mIoU per seed | train time |")
+        lines.append("|---" * (len(titles) + 3) + "|")
+        for row, entry in table.items():
+            cells = [ROWS[row][0]] + [_pm(entry[key]) for key in keys]
+            cells += [_seeds(entry["mIoU_all"]), f"{entry['train_minutes']:.1f} min"]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _plot(summary: dict, path: Path) -> Optional[Path]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    regimes = [regime for regime, table in summary.items() if table]
+    if not regimes:
+        return None
+    figure, axes = plt.subplots(1, len(regimes), figsize=(6 * len(regimes), 4), squeeze=False)
+    for axis, regime in zip(axes[0], regimes, strict=True):
+        table = summary[regime]
+        names = list(table)
+        means = [100 * table[n]["mIoU_all"]["mean"] for n in names]
+        stds = [100 * table[n]["mIoU_all"]["std"] for n in names]
+        axis.barh(range(len(names)), means, xerr=stds, color="#88a", capsize=3)
+        for index, name in enumerate(names):
+            values = [100 * v for v in table[name]["mIoU_all"]["seeds"].values() if not math.isnan(v)]
+            axis.scatter(values, [index] * len(values), color="k", s=8, zorder=3)
+        axis.set_yticks(range(len(names)), [ROWS[n][0] for n in names])
+        axis.invert_yaxis()
+        axis.set_xlabel("mIoU (%), mean ± std, dots: seeds")
+        axis.set_title(f"regime: {regime}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def _threads_per_job(jobs: int) -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // jobs)
+
+
+def run_ablation(
+    out_dir="ivgf-ablation",
+    *,
+    rows: Sequence[str] = DEFAULT_ROWS,
+    seeds: Sequence[int] = (0, 1, 2),
+    regimes: Sequence[str] = ("scratch",),
+    steps: Optional[int] = None,
+    jobs: int = 1,
+    num_train: int = 192,
+    num_test: int = 48,
+    height: int = 240,
+    width: int = 320,
+    data_seed: int = 0,
+    impairments="realistic",
+    highlights: Sequence = (("person", "night"), ("bump", "all")),
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Train and evaluate ``rows`` x ``seeds`` x ``regimes`` into ``out_dir`` (see the module docstring).
+
+    Args:
+        rows: names from :data:`ROWS`.
+        seeds: training seeds (the data are the same for all: ``data_seed``).
+        regimes: ``"scratch"`` and / or ``"pretrained"``.
+        steps: optimizer steps per model (default: the ``synth-seg-cpu`` recipe's 800).
+        jobs: cells trained at once, each in its own process with cores / jobs torch threads.
+        num_train, num_test, height, width, data_seed, impairments: the SynthRGBT data.
+        highlights: (class, lighting) IoUs reported next to mIoU.
+        log: where progress lines and the tables go.
+
+    Returns:
+        ``{"summary", "markdown", "cells", "paths"}``.
+    """
+    from .data import generate_synthrgbt
+
+    rows, seeds, regimes = list(rows), [int(s) for s in seeds], list(regimes)
+    _check_arguments(rows, seeds, regimes)
+    if jobs < 1:
+        raise ValueError(f"jobs must be a positive integer, got {jobs}")
+    out = Path(out_dir)
+    data_settings = {"num_train": num_train, "num_test": num_test, "height": height, "width": width,
+                     "seed": data_seed, "impairments": impairments}
+    settings_path = out / "data_settings.json"
+    if settings_path.exists():
+        saved = json.loads(settings_path.read_text(encoding="utf-8"))
+        if saved != json.loads(json.dumps(data_settings)):
+            raise FileExistsError(
+                f"{out} holds an ablation on other data ({saved}); use another folder or delete it"
+            )
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        log(f"SynthRGBT ({impairments}): {num_train} training and {num_test} test pairs of {height}x{width}")
+        generate_synthrgbt(out / "data", "mfnet", num_train=num_train, num_test=num_test, height=height,
+                           width=width, seed=data_seed, impairments=impairments)
+        settings_path.write_text(json.dumps(data_settings, indent=1) + "\n", encoding="utf-8")
+
+    plan = _plan(rows, seeds, regimes)
+    todo = [cell for cell in plan if _load_cell(out / "cells" / f"{_cell_name(*cell)}.json") is None]
+    log(f"{len(plan)} cells, {len(plan) - len(todo)} already done; {jobs} at a time")
+    threads = _threads_per_job(jobs)
+    # The pretraining models run first; the fused pretrained cells wait for their encoders.
+    stages = [[c for c in todo if c[0] == "scratch" and c[1] in _SINGLE and "pretrained" in regimes]]
+    stages.append([c for c in todo if c not in stages[0]])
+    for stage in stages:
+        if jobs == 1:
+            for cell in stage:
+                log(f"training {_cell_name(*cell)}")
+                _run_cell(out, *cell, steps, None)
+        elif stage:
+            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = {pool.submit(_run_cell, out, *cell, steps, threads): cell for cell in stage}
+                for future, cell in futures.items():
+                    future.result()
+                    log(f"done {_cell_name(*cell)}")
+
+    cells = [c for c in (_load_cell(out / "cells" / f"{_cell_name(*cell)}.json") for cell in plan) if c]
+    summary = summarize_cells(cells, rows, regimes, highlights)
+    markdown = ablation_markdown(summary, highlights)
+    paths = {"json": out / "ablation.json", "markdown": out / "ablation.md"}
+    paths["json"].write_text(json.dumps(_json_ready({"summary": summary, "cells": cells}), indent=1) + "\n",
+                             encoding="utf-8")
+    paths["markdown"].write_text(markdown, encoding="utf-8")
+    plot = _plot(summary, out / "ablation.png")
+    if plot is not None:
+        paths["plot"] = plot
+    log(markdown)
+    return {"summary": summary, "markdown": markdown, "cells": cells, "paths": paths}
