@@ -71,6 +71,7 @@ ROWS = {
     "ivgf": ("IVGF (FEM + TEM + AGF)", {}),
     "ivgf_cma": ("IVGF + CMA", {"cma": True}),
     "ivgf_literal": ("IVGF, literal paper form", {"model_overrides": dict(LITERAL_PAPER_FUSION)}),
+    "ivgf_no_fan_init": ("IVGF without fan init", {"model_overrides": {"fusion_fan_init": False}}),
     "visible_only": ("Visible only", {"model_overrides": {"modalities": "visible"}, "cma": False}),
     "infrared_only": ("Infrared only", {"model_overrides": {"modalities": "infrared"}, "cma": False}),
 }
