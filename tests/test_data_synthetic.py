@@ -225,9 +225,8 @@ def test_crossover_hides_hot_objects_in_the_infrared_by_day_only():
     for index in range(12):
         plain, crossed = _pair(index, impairments={"crossover": 1.0}, size=(96, 128))
         np.testing.assert_array_equal(plain.visible, crossed.visible)
-        before, after = _contrast(plain.infrared, plain.label, SEG["person"]), _contrast(
-            crossed.infrared, crossed.label, SEG["person"]
-        )
+        before = _contrast(plain.infrared, plain.label, SEG["person"])
+        after = _contrast(crossed.infrared, crossed.label, SEG["person"])
         if "crossover" in crossed.impairments and before is not None:
             plain_contrast.append(before)
             crossed_contrast.append(after)
