@@ -1,5 +1,6 @@
-"""SynthRGBT: determinism, the real layouts on disk, class coverage, and modality-specific visibility."""
+"""SynthRGBT: determinism, the real layouts on disk, class coverage, modality-specific visibility, impairments."""
 
+import json
 import time
 import xml.etree.ElementTree as ET
 
@@ -7,7 +8,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ivgf_hf.data import M3FD_CLASSES, MFNET_CLASSES, TARDAL_M3FD_ORDER, generate_synthrgbt, synth_scene
+from ivgf_hf.data import (
+    IMPAIRMENTS,
+    M3FD_CLASSES,
+    MFNET_CLASSES,
+    REALISTIC_RATES,
+    TARDAL_M3FD_ORDER,
+    generate_synthrgbt,
+    synth_scene,
+)
+from ivgf_hf.data.synthetic_impairments import cross_over, shift
 
 SEG = {name: index for index, name in enumerate(MFNET_CLASSES)}
 
@@ -174,3 +184,152 @@ def test_generation_is_fast_and_refuses_to_overwrite(tmp_path):
 def test_bad_arguments_are_rejected(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         generate_synthrgbt(tmp_path / "x", **kwargs)
+
+
+# --- impairments -------------------------------------------------------------------------------------------------
+
+
+def _pair(index, night=False, task="segmentation", impairments="realistic", seed=21, size=(48, 64)):
+    """The same scene without and with ``impairments``."""
+    plain = synth_scene(seed, index, *size, night=night, task=task)
+    return plain, synth_scene(seed, index, *size, night=night, task=task, impairments=impairments)
+
+
+def test_impairments_never_change_the_base_scene():
+    for index in range(6):
+        for task in ("segmentation", "detection"):
+            plain = synth_scene(21, index, 48, 64, night=index % 2 == 1, task=task)
+            none = synth_scene(21, index, 48, 64, night=index % 2 == 1, task=task, impairments="none")
+            for key in ("visible", "infrared", "label", "boxes", "box_classes"):
+                np.testing.assert_array_equal(getattr(plain, key), getattr(none, key))
+            assert none.impairments == {}
+            _, impaired = _pair(index, index % 2 == 1, task, {"misregistration": 1.0, "crossover": 1.0})
+            np.testing.assert_array_equal(plain.visible, impaired.visible)  # infrared-only impairments
+            np.testing.assert_array_equal(plain.label, impaired.label)
+            np.testing.assert_array_equal(plain.boxes, impaired.boxes)
+
+
+def test_glare_saturates_the_visible_image_by_day_and_night():
+    for index in range(8):
+        plain, glared = _pair(index, night=index % 2 == 1, impairments={"glare": 1.0})
+        np.testing.assert_array_equal(plain.infrared, glared.infrared)
+        blobs = glared.impairments["glare"]["blobs"]
+        centres = [(int(y), int(x)) for y, x, _ in blobs if 0 <= y < 48 and 0 <= x < 64]
+        assert centres and all((glared.visible[y, x] == 255).all() for y, x in centres)
+        white = (glared.visible >= 250).all(-1).mean() - (plain.visible >= 250).all(-1).mean()
+        assert white > 0.01  # at least 1 % more of the image clipped to white
+
+
+def test_crossover_hides_hot_objects_in_the_infrared_by_day_only():
+    plain_contrast, crossed_contrast = [], []
+    for index in range(12):
+        plain, crossed = _pair(index, impairments={"crossover": 1.0}, size=(96, 128))
+        np.testing.assert_array_equal(plain.visible, crossed.visible)
+        before = _contrast(plain.infrared, plain.label, SEG["person"])
+        after = _contrast(crossed.infrared, crossed.label, SEG["person"])
+        if "crossover" in crossed.impairments and before is not None:
+            plain_contrast.append(before)
+            crossed_contrast.append(after)
+        assert "crossover" not in _pair(index, night=True, impairments={"crossover": 1.0})[1].impairments
+    assert len(plain_contrast) >= 4
+    assert np.median(plain_contrast) > 0.2 and np.median(crossed_contrast) < 0.06
+
+
+def test_cross_over_sets_objects_to_the_background_temperature():
+    rng = np.random.default_rng(0)
+    background = rng.uniform(0.3, 0.5, (20, 30)).astype(np.float32)
+    objects = np.zeros((20, 30), np.int32)
+    objects[2:8, 2:8], objects[10:18, 5:12], objects[3:9, 20:28] = 1, 2, 3
+    temperature = np.where(objects > 0, np.float32(0.9), background)
+    crossed = cross_over(np.random.default_rng(1), temperature, background, objects)
+    changed = [i for i in (1, 2, 3) if temperature[objects == i].max() < 0.9]
+    assert crossed == len(changed) >= 1
+    for i in (1, 2, 3):
+        expected = background[objects == i] if i in changed else 0.9
+        np.testing.assert_allclose(temperature[objects == i], expected, atol=0.02)
+    np.testing.assert_array_equal(temperature[objects == 0], background[objects == 0])
+
+
+def test_dropout_degrades_one_whole_modality():
+    kinds = set()
+    for index in range(16):
+        plain, dropped = _pair(index, night=index % 2 == 1, impairments={"dropout": 1.0})
+        record = dropped.impairments["dropout"]
+        kinds.add((record["modality"], record["kind"]))
+        other = "infrared" if record["modality"] == "visible" else "visible"
+        np.testing.assert_array_equal(getattr(plain, other), getattr(dropped, other))
+        image, reference = getattr(dropped, record["modality"]).astype(float), getattr(plain, record["modality"])
+        if record["kind"] == "dark":
+            assert image.mean() < 20
+        elif record["kind"] == "flat":
+            assert image.std() < 6
+        else:
+            assert (image - reference).std() > 35
+    assert kinds == {("visible", "dark"), ("visible", "noise"), ("infrared", "noise"), ("infrared", "flat")}
+
+
+def test_misregistration_shifts_the_infrared_image_by_the_recorded_offset():
+    offsets = set()
+    for index in range(8):
+        plain, shifted = _pair(index, task="detection", impairments={"misregistration": 1.0})
+        dy, dx = shifted.impairments["misregistration"]["dy"], shifted.impairments["misregistration"]["dx"]
+        assert 0 < max(abs(dy), abs(dx)) <= 4
+        np.testing.assert_array_equal(shift(plain.infrared, dy, dx), shifted.infrared)
+        offsets.add((dy, dx))
+    assert len(offsets) > 1
+
+
+def test_realistic_rates_day_night_split_and_metadata_file(tmp_path):
+    root = generate_synthrgbt(tmp_path / "r", "mfnet", num_train=30, num_test=10, height=32, width=48, seed=5,
+                              impairments="realistic")
+    meta = json.loads((root / "impairments.json").read_text())
+    assert meta["rates"] == REALISTIC_RATES
+    names = (root / "train.txt").read_text().split() + (root / "test.txt").read_text().split()
+    assert sorted(meta["images"]) == sorted(names)
+    counts = dict.fromkeys(IMPAIRMENTS, 0)
+    for name, entry in meta["images"].items():
+        assert entry["night"] == name.endswith("N") and set(entry["impairments"]) <= set(IMPAIRMENTS)
+        assert not (entry["night"] and "crossover" in entry["impairments"])
+        for key in entry["impairments"]:
+            counts[key] += 1
+    for split, size in (("train", 30), ("test", 10)):
+        entries = [e for e in meta["images"].values() if e["split"] == split]
+        assert len(entries) == size and sum(e["night"] for e in entries) == size // 2
+        assert any(e["impairments"] for e in entries)
+    expected = {name: 40 * rate * (0.5 if name == "crossover" else 1) for name, rate in REALISTIC_RATES.items()}
+    for name, count in counts.items():
+        assert abs(count - expected[name]) <= 3 * np.sqrt(expected[name]) + 1, (name, count)
+    assert not (generate_synthrgbt(tmp_path / "n", "msrs", num_train=1, num_test=1, height=32, width=32)
+                / "impairments.json").exists()
+
+
+def test_custom_rates_and_detection_layout_with_impairments(tmp_path):
+    kwargs = dict(num_train=6, num_test=2, height=48, width=64, seed=2, impairments={"dropout": 0.5})
+    first = _files(generate_synthrgbt(tmp_path / "a", "m3fd", **kwargs))
+    assert first == _files(generate_synthrgbt(tmp_path / "b", "m3fd", **kwargs))
+    meta = json.loads(first["impairments.json"])
+    assert meta["rates"] == {"glare": 0.0, "crossover": 0.0, "dropout": 0.5, "misregistration": 0.0}
+    applied = [set(entry["impairments"]) for entry in meta["images"].values()]
+    assert {"dropout"} in applied and set() in applied and all(a <= {"dropout"} for a in applied)
+    plain = _files(generate_synthrgbt(tmp_path / "c", "m3fd", **{**kwargs, "impairments": "none"}))
+    assert {k: v for k, v in first.items() if k.startswith("Annotation")} == {
+        k: v for k, v in plain.items() if k.startswith("Annotation")
+    }
+
+
+@pytest.mark.parametrize(
+    "impairments, message",
+    [
+        ("heavy", "'heavy'"),
+        ({"fog": 0.2}, "'fog'"),
+        ({"glare": 1.5}, "'glare'.*1.5"),
+        ({"dropout": "often"}, "'dropout'.*'often'"),
+        (["glare"], "dict of rates"),
+    ],
+)
+def test_bad_impairments_are_rejected(tmp_path, impairments, message):
+    with pytest.raises(ValueError, match=message):
+        generate_synthrgbt(tmp_path / "x", "mfnet", impairments=impairments)
+    with pytest.raises(ValueError, match=message):
+        synth_scene(0, 0, 32, 32, impairments=impairments)
+    assert not (tmp_path / "x").exists()

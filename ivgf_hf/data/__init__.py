@@ -14,6 +14,7 @@ from .cutout_mix import CutoutMix, CutoutMixConfig
 from .export import embed_images, save_parquet
 from .loaders import load_m3fd, load_mfnet, load_msrs, load_paired_folder
 from .synthetic import generate_synthrgbt, synth_scene
+from .synthetic_impairments import IMPAIRMENTS, REALISTIC_RATES
 from .transforms import (
     DetectionEvalTransform,
     DetectionTrainTransform,
@@ -46,6 +47,8 @@ __all__ = [
     "load_paired_folder",
     "generate_synthrgbt",
     "synth_scene",
+    "IMPAIRMENTS",
+    "REALISTIC_RATES",
     "DetectionEvalTransform",
     "DetectionTrainTransform",
     "Normalization",

@@ -15,11 +15,13 @@ modality shows). The files are written exactly as the real data sets lay them ou
   normalised, TarDAL's class order) and ``meta/train.txt`` / ``meta/val.txt``.
 
 Every scene is drawn from its own generator seeded by ``(seed, index)``, so a scene does not depend on how many
-others are generated.
+others are generated. ``impairments`` (:mod:`ivgf_hf.data.synthetic_impairments`) are drawn from a second
+generator seeded by ``(seed, index, 1)`` and listed per image in ``impairments.json``.
 """
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -27,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from .classes import M3FD_CLASSES, TARDAL_M3FD_ORDER
+from .synthetic_impairments import resolve_impairments
 from .synthetic_scene import Scene, render_scene
 
 __all__ = ["generate_synthrgbt", "synth_scene", "LAYOUTS"]
@@ -36,10 +39,17 @@ LAYOUTS = {"mfnet": ("rtfnet", "cmx"), "msrs": ("msrs",), "m3fd": ("voc", "yolo"
 _SPLIT_CODES = {"train": 1, "val": 2, "test": 3}
 
 
-def synth_scene(seed, index, height=240, width=320, night=False, task="segmentation", misregistration_px=0) -> Scene:
-    """Scene number ``index`` of the world ``seed`` (deterministic); see :func:`render_scene`."""
+def synth_scene(
+    seed, index, height=240, width=320, night=False, task="segmentation", misregistration_px=0, impairments="none"
+) -> Scene:
+    """Scene number ``index`` of the world ``seed`` (deterministic); see :func:`render_scene`.
+
+    The impairments come from their own generator, so the base scene is the same for every ``impairments``.
+    """
     rng = np.random.default_rng([int(seed), int(index)])
-    return render_scene(rng, height, width, night, task=task, misregistration_px=misregistration_px)
+    impairment_rng = np.random.default_rng([int(seed), int(index), 1])
+    return render_scene(rng, height, width, night, task=task, misregistration_px=misregistration_px,
+                        impairments=impairments, impairment_rng=impairment_rng)
 
 
 def _night_flags(seed, split, count, night_fraction):
@@ -110,6 +120,7 @@ def generate_synthrgbt(
     num_val=0,
     variant=None,
     overwrite=False,
+    impairments="none",
 ) -> Path:
     """Write a SynthRGBT data set to ``out_dir`` in a real data set's layout and return its root.
 
@@ -124,6 +135,9 @@ def generate_synthrgbt(
         num_val: extra ``val`` split, MFNet layout only.
         variant: ``"rtfnet"`` / ``"cmx"`` for MFNet, ``"voc"`` / ``"yolo"`` for M3FD (defaults: the first).
         overwrite: allow writing into a non-empty ``out_dir``.
+        impairments: ``"none"`` (the plain world), ``"realistic"`` (glare, thermal crossover, one-modality
+            dropout and misregistration at ``REALISTIC_RATES``) or ``{name: rate}``; anything but ``"none"``
+            also writes ``impairments.json`` (rates and, per image name, the impairments applied).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {sorted(LAYOUTS)}, got {layout!r}")
@@ -136,6 +150,7 @@ def generate_synthrgbt(
         raise ValueError("counts must be >= 0 and height, width >= 16 pixels")
     if not 0.0 <= night_fraction <= 1.0:
         raise ValueError(f"night_fraction must be in [0, 1], got {night_fraction}")
+    rates = resolve_impairments(impairments)
     out = _prepare_out_dir(out_dir, overwrite)
     task = "detection" if layout == "m3fd" else "segmentation"
 
@@ -150,9 +165,28 @@ def generate_synthrgbt(
             index += 1
         splits[split] = entries
 
+    applied = {}
+
+    def scene_of(index, night):
+        scene = synth_scene(seed, index, height, width, night, task, misregistration_px, impairments=rates)
+        applied[index] = scene.impairments
+        return scene
+
     writer = {"mfnet": _write_mfnet, "msrs": _write_msrs, "m3fd": _write_m3fd}[layout]
-    writer(out, splits, variant, lambda i, night: synth_scene(seed, i, height, width, night, task, misregistration_px))
+    writer(out, splits, variant, scene_of)
+    if any(rates.values()):
+        _write_impairments(out / "impairments.json", rates, splits, applied)
     return out
+
+
+def _write_impairments(path, rates, splits, applied):
+    """``{"rates": {name: rate}, "images": {name: {"split", "night", "impairments": {name: parameters}}}}``."""
+    images = {
+        name: {"split": split, "night": night, "impairments": applied[index]}
+        for split, entries in splits.items()
+        for index, name, night in entries
+    }
+    Path(path).write_text(json.dumps({"rates": rates, "images": images}, indent=1) + "\n")
 
 
 def _write_mfnet(out, splits, variant, scene_of):

@@ -115,11 +115,12 @@ class Canvas:
         self.night_gain = np.zeros((height, width), np.float32)
         self.label = np.zeros((height, width), np.uint8)
         self.instance = np.zeros((height, width), np.int32)
-        self.instances = []  # [class id, y0, x0, y1, x1, painted pixels]
+        self.instances = []  # [class id (-1: no box class), y0, x0, y1, x1, painted pixels]
         self.lights = []  # (y, x, radius, intensity, rgb)
 
-    def new_instance(self, class_name):
-        self.instances.append([DET[class_name], self.height, self.width, 0, 0, 0])
+    def new_instance(self, class_name=None):
+        """Id of a new object; ``class_name`` is its M3FD class (None: an unboxed object, e.g. for segmentation)."""
+        self.instances.append([DET[class_name] if class_name else -1, self.height, self.width, 0, 0, 0])
         return len(self.instances)
 
     def paint(self, shape, albedo, temperature, label=None, instance=0, night_gain=0.0):

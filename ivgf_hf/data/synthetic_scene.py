@@ -16,11 +16,14 @@ Modality-specific visibility (what makes fusion matter):
 * at night the visible image is dark (ambient light 7-12 %) and noisy, with glare around car lights and lamps;
   retro-reflective objects (cones, curbs, bumps, car stops, lane marks) keep part of their brightness, people
   do not. The infrared image is rendered the same way by day and by night.
+
+``impairments`` adds glare, thermal crossover, one-modality dropout and misregistration
+(:mod:`.synthetic_impairments`), drawn from a separate generator so that the base scene stays the same.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
@@ -39,6 +42,15 @@ from .synthetic_draw import (
     draw_person,
     smooth_noise,
 )
+from .synthetic_impairments import (
+    cross_over,
+    degrade,
+    glare_lights,
+    misregistration_offset,
+    plan_impairments,
+    resolve_impairments,
+    shift,
+)
 
 __all__ = ["Scene", "render_scene"]
 
@@ -49,7 +61,8 @@ class Scene:
 
     ``visible`` uint8 (H, W, 3); ``infrared`` uint8 (H, W); ``label`` uint8 (H, W) MFNet ids (0 where no
     segmentation class was drawn); ``boxes`` float32 (N, 4) absolute xyxy pixels of the visible extent of each
-    M3FD object; ``box_classes`` int64 (N,) ids into ``M3FD_CLASSES``; ``night`` the lighting.
+    M3FD object; ``box_classes`` int64 (N,) ids into ``M3FD_CLASSES``; ``night`` the lighting; ``impairments``
+    ``{name: parameters}`` of the impairments applied (JSON-serialisable; empty for none).
     """
 
     visible: np.ndarray
@@ -58,6 +71,7 @@ class Scene:
     boxes: np.ndarray
     box_classes: np.ndarray
     night: bool
+    impairments: dict = field(default_factory=dict)
 
 
 class _Road:
@@ -202,24 +216,28 @@ def _place_beside_road(rng, road, s):
 
 
 def _objects_for_segmentation(rng, canvas, road, road_t, night):
-    """(bottom row, draw callable) pairs for the MFNet classes."""
+    """(bottom row, draw callable) pairs for the MFNet classes; cars, people and bikes get object ids (crossover)."""
     height = canvas.height
     items = []
     for _ in range(rng.integers(0, 4)):
         s = rng.uniform(0.12, 1.0)
         row, x = _place_on_road(rng, road, s)
-        items.append((row, partial(draw_car, canvas, rng, row, x, 0.3 * height * s, SEG["car"], 0, night)))
+        car = canvas.new_instance()
+        items.append((row, partial(draw_car, canvas, rng, row, x, 0.3 * height * s, SEG["car"], car, night)))
     for _ in range(rng.integers(1, 5) if rng.random() < 0.85 else 0):
         s = rng.uniform(0.1, 1.0)
         row, x = _place_beside_road(rng, road, s) if rng.random() < 0.5 else _place_on_road(rng, road, s)
-        items.append((row, partial(draw_person, canvas, rng, row, x, 0.5 * height * s, SEG["person"], 0)))
+        person = canvas.new_instance()
+        items.append((row, partial(draw_person, canvas, rng, row, x, 0.5 * height * s, SEG["person"], person)))
     for _ in range(rng.integers(1, 3) if rng.random() < 0.5 else 0):
         s = rng.uniform(0.15, 1.0)
         low, high = (0.0, 0.25) if rng.random() < 0.5 else (0.75, 1.0)
         row, x = _place_on_road(rng, road, s, low, high)
-        items.append((row, partial(draw_bike, canvas, rng, row, x, 0.25 * height * s, SEG["bike"], 0)))
+        bike = canvas.new_instance()
+        items.append((row, partial(draw_bike, canvas, rng, row, x, 0.25 * height * s, SEG["bike"], bike)))
         if rng.random() < 0.5:  # a rider, drawn after (over) the bike: items of one row keep their order
-            rider = partial(draw_person, canvas, rng, row - 0.15 * height * s, x, 0.38 * height * s, SEG["person"], 0)
+            rider = partial(draw_person, canvas, rng, row - 0.15 * height * s, x, 0.38 * height * s, SEG["person"],
+                            canvas.new_instance())
             items.append((row, rider))
     if rng.random() < 0.7:  # a line of cones receding from the camera
         s0, x_frac = rng.uniform(0.15, 0.9), rng.uniform(0.1, 0.9)
@@ -308,10 +326,7 @@ def _render_infrared(rng, canvas, misregistration_px):
     infrared += rng.normal(0, 0.006, (1, width)).astype(np.float32)
     infrared += rng.normal(0, 0.012, (height, width)).astype(np.float32)
     if misregistration_px > 0:
-        dy, dx = rng.integers(-misregistration_px, misregistration_px + 1, size=2)
-        rows = np.clip(np.arange(height) - dy, 0, height - 1)
-        cols = np.clip(np.arange(width) - dx, 0, width - 1)
-        infrared = infrared[rows[:, None], cols[None, :]]
+        infrared = shift(infrared, *rng.integers(-misregistration_px, misregistration_px + 1, size=2))
     return np.clip(infrared, 0, 1)
 
 
@@ -319,19 +334,43 @@ def _to_uint8(image):
     return (image * 255.0 + 0.5).astype(np.uint8)
 
 
-def render_scene(rng, height, width, night, task="segmentation", misregistration_px=0) -> Scene:
+def _impair_images(plan, canvas, night, horizon, visible, infrared, applied):
+    """Apply the planned glare, misregistration and dropout to the float images; records go into ``applied``."""
+    if "glare" in plan:
+        lights = glare_lights(plan["glare"], canvas.height, canvas.width, night, canvas.lights, horizon)
+        visible = np.clip(visible + _glare(canvas.height, canvas.width, lights), 0, 1)
+        applied["glare"] = {"blobs": [[round(float(v), 2) for v in light[:3]] for light in lights]}
+    if "misregistration" in plan:
+        dy, dx = misregistration_offset(plan["misregistration"])
+        infrared = shift(infrared, dy, dx)
+        applied["misregistration"] = {"dy": dy, "dx": dx}
+    if "dropout" in plan:
+        visible, infrared, applied["dropout"] = degrade(plan["dropout"], visible, infrared)
+    return visible, infrared
+
+
+def render_scene(
+    rng, height, width, night, task="segmentation", misregistration_px=0, impairments="none", impairment_rng=None
+) -> Scene:
     """Render one scene with the random generator ``rng``.
 
     ``task="segmentation"`` draws MFNet's classes (``label`` filled, no boxes); ``"detection"`` draws M3FD's
     classes (boxes filled, ``label`` all 0). ``misregistration_px`` shifts the infrared image by a random integer
     offset of at most that many pixels per axis (labels and boxes follow the visible image).
+    ``impairments`` (``"none"``, ``"realistic"`` or ``{name: rate}``, see :mod:`.synthetic_impairments`) are
+    drawn from ``impairment_rng`` (required unless ``"none"``), never from ``rng``: the base scene is the same.
     """
     if task not in ("segmentation", "detection"):
         raise ValueError(f"task must be 'segmentation' or 'detection', got {task!r}")
+    rates = resolve_impairments(impairments)
+    if impairment_rng is None and any(rates.values()):
+        raise ValueError("impairment_rng is required when impairments are not 'none'")
+    plan = plan_impairments(impairment_rng, rates, night) if any(rates.values()) else {}
     canvas = Canvas(height, width)
     road = _Road(rng, height, width)
     road_t = rng.uniform(0.44, 0.52)
     _draw_background(canvas, rng, road, road_t)
+    background_t = canvas.temperature.copy() if "crossover" in plan else None
     if task == "segmentation":
         for side in (-1, 1):
             if rng.random() < 0.3:
@@ -350,6 +389,12 @@ def render_scene(rng, height, width, night, task="segmentation", misregistration
     else:
         boxes, classes = canvas.boxes()
         label = np.zeros((height, width), np.uint8)
-    visible = _to_uint8(_light_visible(rng, canvas, night))
-    infrared = _to_uint8(_render_infrared(rng, canvas, misregistration_px))
-    return Scene(visible, infrared, label, boxes, classes, bool(night))
+    applied = {}
+    if "crossover" in plan:
+        crossed = cross_over(plan["crossover"], canvas.temperature, background_t, canvas.instance)
+        if crossed:
+            applied["crossover"] = {"objects": crossed}
+    visible = _light_visible(rng, canvas, night)
+    infrared = _render_infrared(rng, canvas, misregistration_px)
+    visible, infrared = _impair_images(plan, canvas, night, road.horizon, visible, infrared, applied)
+    return Scene(_to_uint8(visible), _to_uint8(infrared), label, boxes, classes, bool(night), applied)
