@@ -115,9 +115,13 @@ def load_checkpoint_file(path: Union[str, Path]) -> dict:
     if path.stat().st_size == 0:
         raise CheckpointFormatError(f"{path} is empty (0 bytes); download or copy the checkpoint again")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except SafetensorError as error:
+            raise CheckpointFormatError(f"{path} is not a complete safetensors file: {error}") from None
     with torch.serialization.safe_globals([argparse.Namespace]):
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -263,7 +267,7 @@ def convert_mae_checkpoint(
     origin_modality, origin = checkpoint_origin(state_dict)
     if check_origin and origin_modality not in (None, modality):
         raise CheckpointFormatError(
-            f"this looks like a {origin_modality} checkpoint ({origin}), not a {modality} one; swap the "
+            f"this checkpoint is for the {origin_modality} encoder ({origin}), not the {modality} one; swap the "
             f"infrared / visible checkpoints, or convert it deliberately with check_origin=False (ivgf convert "
             "--ignore-origin)"
         )

@@ -252,7 +252,7 @@ def test_the_checkpoint_origin_is_reported_and_the_other_modality_refused(tmp_pa
     contradicting = {"model": infmae, "args": argparse.Namespace(model="convmae_convvit_base_patch16")}
     assert checkpoint_origin(contradicting)[0] is None
 
-    with pytest.raises(CheckpointFormatError, match="looks like a infrared checkpoint .*patch_embed.proj.*not a visible"):
+    with pytest.raises(CheckpointFormatError, match="for the infrared encoder .*patch_embed.proj.*not the visible"):
         convert_mae_checkpoint({"model": infmae}, config, "visible")
     result = convert_mae_checkpoint({"model": infmae}, config, "visible", check_origin=False)
     assert "InfMAE pretraining" in result.origin and "origin: " in result.report()
@@ -274,8 +274,11 @@ def test_unreadable_checkpoint_files_are_one_line_errors(tmp_path, capsys):
     torch.save({"model": section(load_fixture("infmae")[0], "state.")}, good)
     (tmp_path / "empty.pth").write_bytes(b"")
     (tmp_path / "truncated.pth").write_bytes(good.read_bytes()[:1000])
+    fixture = FIXTURES / "infmae_tiny_parity.safetensors"
+    (tmp_path / "truncated.safetensors").write_bytes(fixture.read_bytes()[:500])
     expected = {"empty.pth": r"empty.pth is empty \(0 bytes\)", "truncated.pth": "truncated.pth could not be read",
-                "missing.pth": "checkpoint not found: .*missing.pth"}
+                "missing.pth": "checkpoint not found: .*missing.pth",
+                "truncated.safetensors": "truncated.safetensors is not a complete safetensors file"}
     for name, message in expected.items():
         with pytest.raises(SystemExit, match=message) as exit_info:
             main(["convert", str(tmp_path / name), "--modality", "infrared", "--preset", "tiny", "--out",

@@ -304,7 +304,8 @@ def test_empty_none_mismatched_and_half_precision_inputs():
         with pytest.raises(ValueError, match="pixel_values .* and/or pixel_values_ir .*both are None"):
             forward(None, None)
     # a size mismatch is named as such, not as the smaller image being too small
-    with pytest.raises(ValueError, match=r"same size, got pixel_values \(1, 3, 64, 96\) and pixel_values_ir \(1, 1, 32, 32\)"):
+    mismatch = r"same size, got pixel_values \(1, 3, 64, 96\) and pixel_values_ir \(1, 1, 32, 32\)"
+    with pytest.raises(ValueError, match=mismatch):
         model(batch["pixel_values"], torch.zeros(1, 1, 32, 32))
     with pytest.raises(ValueError, match="pixel_values has dtype torch.uint8; .*floating-point"):
         model(batch["pixel_values"].to(torch.uint8), batch["pixel_values_ir"])

@@ -2,9 +2,9 @@
 
 A sample is a visible / infrared pair (two files, or one 4-channel RGB+T file) with an optional label mask and
 an optional box annotation. :func:`build_split` checks every sample in a thread pool: readable and undamaged
-images of at least :data:`MIN_IMAGE_SIDE` px, equal sizes, label ids inside the class set (255 = ignore is allowed), boxes inside the image and not
-empty. Each problem is a :class:`SkippedSample` ``(file, reason)``; the caller either raises
-:class:`RGBTSampleError` or skips the sample.
+images of at least :data:`MIN_IMAGE_SIDE` px per side, equal sizes, label ids inside the class set (255 = ignore is
+allowed), boxes inside the image and not empty. Each problem is a :class:`SkippedSample` ``(file, reason)``; the
+caller either raises :class:`RGBTSampleError` or skips the sample.
 """
 
 from __future__ import annotations
