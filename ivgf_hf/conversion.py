@@ -272,9 +272,7 @@ def convert_mae_checkpoint(
             "--ignore-origin)"
         )
     expected = build_encoder(config, modality, device="meta").state_dict()
-    result = ConversionResult(
-        state_dict={}, source_format=source_format, dropped_keys=list(head_keys), origin=origin
-    )
+    result = ConversionResult(state_dict={}, source_format=source_format, dropped_keys=list(head_keys), origin=origin)
 
     unknown, mismatched = [], []
     for key in sorted(state):

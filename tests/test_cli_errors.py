@@ -42,6 +42,15 @@ def test_debug_shows_the_original_exception(tmp_path, monkeypatch, how):
         main(argv)
 
 
+def test_debug_shows_the_exception_behind_a_command_s_own_exit(tmp_path, capsys):
+    argv = ["train", "--recipe", "synth-seg-cpu", "--data-root", str(tmp_path / "missing"), "--output-dir",
+            str(tmp_path / "run"), "--debug"]
+    with pytest.raises(SystemExit, match="ivgf train: data_root .*missing does not exist"):
+        main(argv)
+    error = capsys.readouterr().err
+    assert "Traceback" in error and "FileNotFoundError" in error
+
+
 def test_unexpected_exceptions_keep_their_traceback(monkeypatch):
     import ivgf_hf.commands.convert as convert
 

@@ -8,6 +8,7 @@ message ``ivgf <command>: <what is wrong>`` on stderr and exits with status 2; a
 import argparse
 import os
 import sys
+import traceback
 
 __all__ = ["CommandFailed", "DEBUG_VARIABLE", "add_debug_flag", "run_handler"]
 
@@ -62,6 +63,9 @@ def run_handler(args: argparse.Namespace) -> int:
     try:
         return args.handler(args)
     except (Exception, SystemExit) as error:
+        if debug and isinstance(error, SystemExit) and (error.__cause__ or error.__context__) is not None:
+            # a command turned an exception into SystemExit (which Python prints without a traceback): show it
+            traceback.print_exception(error.__cause__ or error.__context__, file=sys.stderr)
         if debug or isinstance(error, CommandFailed) or not _is_expected(error):
             raise
         message = _message(args.command, error)
