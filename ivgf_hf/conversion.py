@@ -36,6 +36,7 @@ from .modeling.encoder_ivgf import (
 __all__ = [
     "ConversionResult",
     "CheckpointFormatError",
+    "checkpoint_origin",
     "load_checkpoint_file",
     "convert_mae_checkpoint",
     "load_original_encoder",
@@ -87,6 +88,7 @@ class ConversionResult:
         dropped_keys: checkpoint keys that were not used, by original name.
         missing_keys: model keys the checkpoint could not fill (they keep their initial values).
         resized: ``{key: (old_shape, new_shape)}`` for position tables resized to the configuration grid.
+        origin: what the checkpoint says about where it comes from (see :func:`checkpoint_origin`).
     """
 
     state_dict: dict
@@ -94,10 +96,13 @@ class ConversionResult:
     dropped_keys: list = field(default_factory=list)
     missing_keys: list = field(default_factory=list)
     resized: dict = field(default_factory=dict)
+    origin: str = ""
 
     def report(self) -> str:
         """A human-readable summary listing every dropped and unfilled key."""
         lines = [f"source format: {self.source_format}; {len(self.state_dict)} tensors converted"]
+        if self.origin:
+            lines.append(f"origin: {self.origin}")
         for key, (old, new) in sorted(self.resized.items()):
             lines.append(f"resized {key}: {old} -> {new}")
         lines.append(f"dropped {len(self.dropped_keys)} checkpoint keys" + (":" if self.dropped_keys else ""))
@@ -115,10 +120,16 @@ def load_checkpoint_file(path: Union[str, Path]) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointFormatError(f"{path} is empty (0 bytes); download or copy the checkpoint again")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except SafetensorError as error:
+            raise CheckpointFormatError(f"{path} is not a complete safetensors file: {error}") from None
     with torch.serialization.safe_globals([argparse.Namespace]):
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -162,6 +173,54 @@ def _detect_format(state: dict) -> str:
     return "mae_pretraining"
 
 
+_ORIGIN_NAMES = {"infrared": ("infmae",), "visible": ("mcmae", "convmae", "convvit")}
+_SAME_ARCHITECTURE = "InfMAE and MCMAE encoders have the same keys and shapes, so their weights cannot be told apart"
+
+
+def checkpoint_origin(checkpoint: dict) -> tuple:
+    """What a checkpoint says about its origin: ``(modality or None, description)``.
+
+    Evidence, strongest first: the saved training arguments (``args.model``, e.g. ``infmae_vit_base_patch16`` or
+    ``convmae_convvit_base_patch16``); InfMAE's masking ``patch_embed.proj`` (only InfMAE pretraining has it); a
+    pretraining decoder without it (MCMAE / ConvMAE). Bare encoder weights and segmentation backbones carry none:
+    the modality is then None. Contradicting evidence also gives None.
+    """
+    votes, notes = set(), []
+    args = checkpoint.get("args") if isinstance(checkpoint, dict) else None
+    args = vars(args) if isinstance(args, argparse.Namespace) else args if isinstance(args, dict) else {}
+    model_name = str(args.get("model", ""))
+    if model_name:
+        notes.append(f"saved arguments name the model {model_name!r}")
+        votes |= {m for m, names in _ORIGIN_NAMES.items() if any(n in model_name.lower() for n in names)}
+    if args.get("data_path"):
+        notes.append(f"trained on {args['data_path']!r}")
+    try:
+        state = _unwrap(checkpoint)[0]
+    except CheckpointFormatError:
+        state = {}
+    if "patch_embed.proj.weight" in state:
+        notes.append("it holds InfMAE's masking patch_embed.proj (InfMAE pretraining)")
+        votes.add("infrared")
+    elif any(key.startswith("decoder_") for key in state):
+        notes.append("it holds a pretraining decoder without InfMAE's patch_embed.proj (MCMAE / ConvMAE pretraining)")
+        votes.add("visible")
+    if len(votes) == 1:
+        return votes.pop(), "; ".join(notes)
+    if votes:
+        return None, "; ".join(notes) + " (contradicting evidence)"
+    return None, "; ".join(notes + [f"no origin recorded ({_SAME_ARCHITECTURE})"])
+
+
+def _check_finite(state: dict) -> None:
+    bad = [key for key, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        shown = ", ".join(bad[:8]) + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
+        raise CheckpointFormatError(
+            f"{len(bad)} checkpoint tensor(s) hold NaN or infinite values: {shown}; the file is damaged or comes from "
+            "a diverged run"
+        )
+
+
 def build_encoder(config: IVGFConfig, modality: str, device=None) -> IVGFEncoder:
     """An :class:`IVGFEncoder` for one modality of ``config`` (on ``device``; ``"meta"`` allocates nothing)."""
     with torch.device(device or "cpu"):
@@ -195,7 +254,7 @@ def _adapt(key: str, value: torch.Tensor, expected: torch.Size, result: Conversi
 
 
 def convert_mae_checkpoint(
-    state_dict: dict, config: IVGFConfig, modality: str, prefix: str = ""
+    state_dict: dict, config: IVGFConfig, modality: str, prefix: str = "", check_origin: bool = True
 ) -> ConversionResult:
     """Convert an original InfMAE / MCMAE checkpoint (or ConvMAE segmentation backbone) to encoder weights.
 
@@ -204,14 +263,24 @@ def convert_mae_checkpoint(
         config: the target configuration; its ``modality`` encoder fields fix the expected shapes.
         modality: ``"visible"`` (MCMAE) or ``"infrared"`` (InfMAE).
         prefix: prepended to every output key (e.g. ``"ivgf.infrared_encoder."``).
+        check_origin: refuse a checkpoint whose :func:`checkpoint_origin` is the other modality. The encoders
+            are identical, so ``False`` deliberately loads e.g. MCMAE weights into the infrared encoder.
 
     Raises:
-        CheckpointFormatError: neither format, unknown keys, or shapes that do not match ``config``.
+        CheckpointFormatError: neither format, unknown keys, shapes that do not match ``config``, NaN or infinite
+            weights, or (with ``check_origin``) a checkpoint of the other modality.
     """
     state, head_keys = _unwrap(state_dict)
     source_format = _detect_format(state)
+    origin_modality, origin = checkpoint_origin(state_dict)
+    if check_origin and origin_modality not in (None, modality):
+        raise CheckpointFormatError(
+            f"this checkpoint is for the {origin_modality} encoder ({origin}), not the {modality} one; swap the "
+            f"infrared / visible checkpoints, or convert it deliberately with check_origin=False (ivgf convert "
+            "--ignore-origin)"
+        )
     expected = build_encoder(config, modality, device="meta").state_dict()
-    result = ConversionResult(state_dict={}, source_format=source_format, dropped_keys=list(head_keys))
+    result = ConversionResult(state_dict={}, source_format=source_format, dropped_keys=list(head_keys), origin=origin)
 
     unknown, mismatched = [], []
     for key in sorted(state):
@@ -233,6 +302,7 @@ def convert_mae_checkpoint(
         raise CheckpointFormatError(
             f"checkpoint shapes do not match the {modality} encoder of this config: " + "; ".join(mismatched)
         )
+    _check_finite({key: state[key] for key in sorted(state) if key not in result.dropped_keys})
     result.missing_keys = sorted(prefix + key for key in expected if prefix + key not in result.state_dict)
     return result
 
@@ -317,7 +387,7 @@ def load_original_encoder(
         source_format = _detect_format(_unwrap(state_dict)[0])
         layer_norm_eps = 1e-5 if source_format == "segmentation_backbone" else 1e-6
     config = _config_from_original(num_channels, layer_norm_eps, **original_kwargs)
-    result = convert_mae_checkpoint(state_dict, config, "visible")
+    result = convert_mae_checkpoint(state_dict, config, "visible", check_origin=False)  # one stand-alone encoder
     encoder = build_encoder(config, "visible")
     encoder.apply(lambda module: init_encoder_weights(module, config.initializer_range))
     missing, unexpected = encoder.load_state_dict(result.state_dict, strict=False)

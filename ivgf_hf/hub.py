@@ -192,7 +192,8 @@ def export_for_hub(
         processor: its ``IVGFImageProcessor``.
         folder: destination; must not exist (or be empty) unless ``overwrite``.
         card: model card text written as ``README.md`` (e.g. from :func:`ivgf_hf.cards.render_model_card`).
-        overwrite: replace an existing folder.
+        overwrite: replace an earlier export in ``folder``; a folder holding any entry this export does not write
+            (notes, ``.git``, other weights) is refused with ``FileExistsError``, nothing deleted.
         check: run :func:`check_remote_load` before moving the folder into place.
 
     Returns:
@@ -218,6 +219,12 @@ def export_for_hub(
         if AUTO_CLASS_BY_MODEL[type(model).__name__] not in auto_map:
             auto_class = AUTO_CLASS_BY_MODEL[type(model).__name__]
             raise ExportCheckError(f"config.json auto_map lacks {auto_class}: {auto_map}")
+        foreign = sorted(p.name for p in folder.iterdir() if not (staging / p.name).exists()) if folder.exists() else []
+        if foreign:
+            raise FileExistsError(
+                f"{folder} holds entries this export does not write ({', '.join(foreign)}); overwrite replaces an "
+                "earlier export only: move them away or export to another folder"
+            )
         if check:
             check_remote_load(staging, model, processor)
         if folder.exists():

@@ -134,6 +134,8 @@ def load_model_and_processor(name_or_path: str, device: Union[str, torch.device,
     The class comes from ``config.architectures``. The processor is read from ``preprocessor_config.json``, or is
     the default :class:`IVGFImageProcessor` (with the model's infrared channel count) when the folder has none.
     """
+    from safetensors import SafetensorError
+
     from .modeling.configuration_ivgf import IVGFConfig
     from .modeling.image_processing_ivgf import IVGFImageProcessor
 
@@ -148,7 +150,13 @@ def load_model_and_processor(name_or_path: str, device: Union[str, torch.device,
             f"{name_or_path} holds {architectures or 'no architectures'}; expected IVGFForSemanticSegmentation or "
             "IVGFForObjectDetection in config.json 'architectures'"
         )
-    model = classes[0].from_pretrained(name_or_path, dtype=torch.float32).eval()
+    try:
+        model = classes[0].from_pretrained(name_or_path, dtype=torch.float32).eval()
+    except SafetensorError as error:  # e.g. a model.safetensors cut short by a full disk or an interrupted copy
+        raise OSError(
+            f"the .safetensors weights of {name_or_path} are damaged or incomplete ({error}); save or download the "
+            "model again"
+        ) from None
     if device is not None:
         model.to(device)
     try:

@@ -4,8 +4,9 @@ Self-contained (torch, numpy and transformers' ``BaseImageProcessor``, which exi
 ``preprocess``) so that the same file works installed with ``ivgf_hf`` and copied to a Hub repo as remote code.
 
 Pipeline per image: resize (optional) -> rescale to [0, 1] -> per-modality normalisation -> zero padding at the
-bottom/right to the batch's largest size rounded up to ``size_divisor``. Segmentation maps are resized with nearest
-neighbour and padded with ``ignore_index``; COCO boxes become normalised (cx, cy, w, h) relative to the padded size.
+bottom/right to the batch's largest size rounded up to ``size_divisor`` (at least 48 px). Segmentation maps are
+resized with nearest neighbour and padded with ``ignore_index``; COCO boxes become normalised (cx, cy, w, h) relative
+to the padded size.
 """
 
 import math
@@ -27,6 +28,8 @@ __all__ = ["IVGFImageProcessor"]
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 _RESAMPLE_MODES = {0: "nearest-exact", 2: "bilinear", 3: "bicubic"}
 _CHANNEL_COUNTS = (1, 3, 4)
+# The smallest input IVGF's encoders take (3 tokens of the stride-16 stage per side): padding never stops below it.
+_MIN_PADDED_SIDE = 48
 _SIXTEEN_BIT_TO_EIGHT_BIT = 255.0 / 65535.0
 _PIL_SIXTEEN_BIT_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
 _PIL_GREY_MODES = ("L", "F") + _PIL_SIXTEEN_BIT_MODES
@@ -347,7 +350,8 @@ class IVGFImageProcessor(BaseImageProcessor):
             Channels of `pixel_values_ir` (the model's `num_channels_ir`): 1, or 3 to replicate the grey image.
         do_pad (`bool`, *optional*, defaults to `True`):
             Whether to zero-pad (after normalisation) at the bottom/right to the batch's largest size, rounded up to
-            a multiple of `size_divisor`. Segmentation maps are padded with `ignore_index`.
+            a multiple of `size_divisor`, and at least to 48 px per side (the smallest input IVGF takes, so that
+            tiny or very elongated images still fit the model). Segmentation maps are padded with `ignore_index`.
         size_divisor (`int`, *optional*, defaults to 32):
             The padded height and width are multiples of this.
         ignore_index (`int`, *optional*, defaults to 255):
@@ -524,6 +528,7 @@ class IVGFImageProcessor(BaseImageProcessor):
         max_w = max(w for _, w in resized_sizes)
         if s["do_pad"]:
             divisor = s["size_divisor"]
+            max_h, max_w = max(max_h, _MIN_PADDED_SIDE), max(max_w, _MIN_PADDED_SIDE)
             return math.ceil(max_h / divisor) * divisor, math.ceil(max_w / divisor) * divisor
         if return_tensors == "pt" and len(set(resized_sizes)) > 1:
             raise ValueError(

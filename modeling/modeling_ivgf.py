@@ -77,6 +77,28 @@ class IVGFPreTrainedModel(PreTrainedModel):
             init_encoder_weights(module, std)
 
 
+def _check_pixel_arguments(pixel_values, pixel_values_ir) -> None:
+    """Raise a ValueError for what no IVGF forward can take: no images, an empty batch, non-float tensors."""
+    if pixel_values is None and pixel_values_ir is None:
+        raise ValueError(
+            "IVGF needs pixel_values (visible, (batch, channels, height, width)) and/or pixel_values_ir (infrared, "
+            "same layout); both are None"
+        )
+    for name, tensor in (("pixel_values", pixel_values), ("pixel_values_ir", pixel_values_ir)):
+        if tensor is None:
+            continue
+        if not isinstance(tensor, torch.Tensor) or tensor.ndim != 4:
+            shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+            raise ValueError(f"{name} must be a (batch, channels, height, width) tensor, got {shape}")
+        if tensor.shape[0] == 0:
+            raise ValueError(f"{name} is an empty batch (shape {tuple(tensor.shape)}); pass at least one image")
+        if not tensor.is_floating_point():
+            raise ValueError(
+                f"{name} has dtype {tensor.dtype}; IVGF takes normalised floating-point images (IVGFImageProcessor "
+                "turns uint8 images into them)"
+            )
+
+
 def _replace_missing_modality(
     pixel_values: Optional[torch.Tensor], pixel_values_ir: Optional[torch.Tensor], config: IVGFConfig
 ) -> tuple:
@@ -178,19 +200,19 @@ class IVGFModel(IVGFPreTrainedModel):
         return module(*args)
 
     def _check_inputs(self, pixel_values: torch.Tensor, pixel_values_ir: torch.Tensor):
-        encoders = {"visible": ("pixel_values", pixel_values), "infrared": ("pixel_values_ir", pixel_values_ir)}
-        for modality in self.config.active_modalities:
-            name, tensor = encoders[modality]
-            getattr(self, f"{modality}_encoder").check_pixel_values(tensor, name)
+        if pixel_values.shape[0] != pixel_values_ir.shape[0]:
+            raise ValueError(
+                f"batch sizes differ: pixel_values {pixel_values.shape[0]}, pixel_values_ir {pixel_values_ir.shape[0]}"
+            )
         if self.is_fused and pixel_values.shape[-2:] != pixel_values_ir.shape[-2:]:
             raise ValueError(
                 f"visible and infrared images must be aligned pairs of the same size, got pixel_values "
                 f"{tuple(pixel_values.shape)} and pixel_values_ir {tuple(pixel_values_ir.shape)}"
             )
-        if pixel_values.shape[0] != pixel_values_ir.shape[0]:
-            raise ValueError(
-                f"batch sizes differ: pixel_values {pixel_values.shape[0]}, pixel_values_ir {pixel_values_ir.shape[0]}"
-            )
+        encoders = {"visible": ("pixel_values", pixel_values), "infrared": ("pixel_values_ir", pixel_values_ir)}
+        for modality in self.config.active_modalities:
+            name, tensor = encoders[modality]
+            getattr(self, f"{modality}_encoder").check_pixel_values(tensor, name)
         if not torch.compiler.is_compiling():
             for name, tensor in encoders.values():
                 if not torch.isfinite(tensor).all():
@@ -274,11 +296,17 @@ class IVGFModel(IVGFPreTrainedModel):
                 the other one, as in the paper's missing-modality protocol; both None is an error.
             output_hidden_states (`bool`, *optional*): also return each modality's maps and transformer tokens.
             return_dict (`bool`, *optional*): return an [`IVGFModelOutput`] instead of a tuple.
+
+        Floating-point inputs are cast to the weights' dtype (e.g. bf16 images into an fp32 model); other dtypes,
+        empty batches and both inputs None are `ValueError`s, as are mismatched visible / infrared sizes.
         """
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        _check_pixel_arguments(pixel_values, pixel_values_ir)
+        # floating-point inputs follow the weights' dtype (fp16 / bf16 images into an fp32 model, and the reverse)
+        pixel_values, pixel_values_ir = (t if t is None else t.to(self.dtype) for t in (pixel_values, pixel_values_ir))
         pixel_values, pixel_values_ir = _replace_missing_modality(pixel_values, pixel_values_ir, self.config)
         self._check_inputs(pixel_values, pixel_values_ir)
         if self.is_fused:
@@ -398,6 +426,7 @@ class IVGFForSemanticSegmentation(IVGFPreTrainedModel):
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
+        _check_pixel_arguments(pixel_values, pixel_values_ir)
         if labels is not None and self.config.num_labels < 2:
             raise ValueError(f"segmentation needs num_labels >= 2, got {self.config.num_labels}")
         self._check_batch_norm_batch((pixel_values if pixel_values is not None else pixel_values_ir).shape[0])

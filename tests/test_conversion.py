@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from ivgf_hf import get_config
 from ivgf_hf.conversion import (
     CheckpointFormatError,
+    checkpoint_origin,
     convert_mae_checkpoint,
     encoder_parameter_count,
     load_checkpoint_file,
@@ -108,7 +109,8 @@ def test_pos_embed_resize_matches_original(name):
     resized = interpolate_pos_embed(tensors["state.pos_embed"], 16, 16)
     assert max_error(resized, tensors["pos_embed_interp_16x16"]) <= TOLERANCE
     config = get_config("tiny", pretrain_image_size=256, layer_scale_init_value=None, use_relative_position_bias=False)
-    result = convert_mae_checkpoint({"model": section(tensors, "state.")}, config, "visible")
+    modality = "infrared" if name == "infmae" else "visible"
+    result = convert_mae_checkpoint({"model": section(tensors, "state.")}, config, modality)
     assert max_error(result.state_dict["pos_embed"], tensors["pos_embed_interp_16x16"]) <= TOLERANCE
     assert result.resized["pos_embed"] == ((1, 64, 64), (1, 256, 64))
 
@@ -210,6 +212,80 @@ def test_cli_convert_writes_safetensors_and_refuses_to_overwrite(tmp_path, capsy
     with pytest.raises(SystemExit, match="--overwrite"):
         main(args)
 
+
+
+def test_non_finite_weights_are_refused_by_name(tmp_path, capsys):
+    from ivgf_hf.cli import main
+
+    state = section(load_fixture("infmae")[0], "state.")
+    config = get_config("tiny", pretrain_image_size=128)
+    broken = dict(state)
+    broken["blocks3.1.mlp.fc2.weight"] = state["blocks3.1.mlp.fc2.weight"].clone()
+    broken["blocks3.1.mlp.fc2.weight"][0, 0] = float("inf")
+    with pytest.raises(CheckpointFormatError, match=r"1 checkpoint tensor\(s\) hold NaN or infinite values: "
+                       r"blocks3.1.mlp.fc2.weight;"):
+        convert_mae_checkpoint(broken, config, "infrared")
+    checkpoint = tmp_path / "nan.pth"
+    torch.save({"model": {key: torch.full_like(value, float("nan")) for key, value in state.items()}}, checkpoint)
+    out = tmp_path / "out.safetensors"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["convert", str(checkpoint), "--modality", "infrared", "--preset", "tiny", "--out", str(out)])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("ivgf convert: 67 checkpoint tensor(s) hold NaN") and "blocks1.0.attn.bias" in error
+    assert "Traceback" not in error and not out.exists()
+
+
+def test_the_checkpoint_origin_is_reported_and_the_other_modality_refused(tmp_path, capsys):
+    from ivgf_hf.cli import main
+
+    infmae, convmae = (section(load_fixture(name)[0], "state.") for name in MODELS)
+    config = get_config("tiny", pretrain_image_size=128)
+    assert checkpoint_origin({"model": infmae})[0] == "infrared"
+    assert checkpoint_origin({"model": convmae})[0] == "visible"
+    named = {"model": convmae, "args": argparse.Namespace(model="convmae_convvit_base_patch16", data_path="/imagenet")}
+    modality, description = checkpoint_origin(named)
+    assert modality == "visible" and "'convmae_convvit_base_patch16'" in description and "'/imagenet'" in description
+    encoder_only = {k: v for k, v in convmae.items() if not k.startswith(("decoder_", "mask_token"))}
+    modality, description = checkpoint_origin(encoder_only)
+    assert modality is None and "cannot be told apart" in description
+    contradicting = {"model": infmae, "args": argparse.Namespace(model="convmae_convvit_base_patch16")}
+    assert checkpoint_origin(contradicting)[0] is None
+
+    with pytest.raises(CheckpointFormatError, match="for the infrared encoder .*patch_embed.proj.*not the visible"):
+        convert_mae_checkpoint({"model": infmae}, config, "visible")
+    result = convert_mae_checkpoint({"model": infmae}, config, "visible", check_origin=False)
+    assert "InfMAE pretraining" in result.origin and "origin: " in result.report()
+    assert "cannot be told apart" in convert_mae_checkpoint(encoder_only, config, "infrared").origin
+
+    checkpoint = tmp_path / "infmae.pth"
+    torch.save({"model": infmae, "args": argparse.Namespace(model="infmae_vit_base_patch16")}, checkpoint)
+    argv = ["convert", str(checkpoint), "--modality", "visible", "--preset", "tiny", "--out", str(tmp_path / "v.st")]
+    with pytest.raises(SystemExit, match="'infmae_vit_base_patch16'.*--ignore-origin"):
+        main(argv)
+    assert main(argv + ["--ignore-origin"]) == 0
+    assert "origin: saved arguments name the model 'infmae_vit_base_patch16'" in capsys.readouterr().out
+
+
+def test_unreadable_checkpoint_files_are_one_line_errors(tmp_path, capsys):
+    from ivgf_hf.cli import main
+
+    good = tmp_path / "good.pth"
+    torch.save({"model": section(load_fixture("infmae")[0], "state.")}, good)
+    (tmp_path / "empty.pth").write_bytes(b"")
+    (tmp_path / "truncated.pth").write_bytes(good.read_bytes()[:1000])
+    fixture = FIXTURES / "infmae_tiny_parity.safetensors"
+    (tmp_path / "truncated.safetensors").write_bytes(fixture.read_bytes()[:500])
+    expected = {"empty.pth": r"empty.pth is empty \(0 bytes\)", "truncated.pth": "truncated.pth could not be read",
+                "missing.pth": "checkpoint not found: .*missing.pth",
+                "truncated.safetensors": "truncated.safetensors is not a complete safetensors file"}
+    for name, message in expected.items():
+        with pytest.raises(SystemExit, match=message) as exit_info:
+            main(["convert", str(tmp_path / name), "--modality", "infrared", "--preset", "tiny", "--out",
+                  str(tmp_path / "out.safetensors")])
+        assert exit_info.value.code == 2
+        error = capsys.readouterr().err
+        assert error.startswith("ivgf convert: ") and "Traceback" not in error
 
 def test_load_foundation_weights_into_an_ivgf_model():
     from ivgf_hf.conversion import load_foundation_weights

@@ -221,6 +221,38 @@ def test_packed_mfnet_file_needs_four_channels(worlds, tmp_path):
         load_mfnet(root, splits=["val"])
 
 
+
+def test_split_list_with_a_line_that_is_not_utf8(worlds, tmp_path, caplog):
+    root = _copy(worlds, "rtfnet", tmp_path)
+    split_file = root / "val.txt"
+    split_file.write_bytes(split_file.read_bytes() + b"caf\xe9\n")  # Latin-1, not UTF-8
+    with pytest.raises(RGBTSampleError, match=r"val.txt: line 3 is not UTF-8 text \(unexpected end of data at byte 3"):
+        load_mfnet(root, splits=["val"])
+    with caplog.at_level(logging.WARNING):
+        ds = load_mfnet(root, splits=["val"], errors="skip")
+    assert len(ds["val"]) == 2 and [p.file for p in ds.skipped] == [str(split_file)]
+    assert "line 3 is not UTF-8" in caplog.text
+
+
+def test_empty_split_lists_warn(worlds, tmp_path, caplog):
+    root = _copy(worlds, "rtfnet", tmp_path)
+    (root / "val.txt").write_text("")
+    with caplog.at_level(logging.WARNING):
+        ds = load_mfnet(root, splits=["train", "val"])
+    assert len(ds["val"]) == 0 and len(ds["train"]) == 4
+    assert f"split 'val' is empty: no usable sample from {root / 'val.txt'}" in caplog.text
+    assert "split 'train'" not in caplog.text
+
+
+def test_images_below_the_minimum_size_are_named(worlds, tmp_path, caplog):
+    root = _copy(worlds, "msrs", tmp_path)
+    victim = sorted((root / "train" / "vi").glob("*.png"))[0]
+    Image.new("RGB", (1, 1)).save(victim)
+    Image.new("L", (1, 1)).save(root / "train" / "ir" / victim.name)
+    Image.new("L", (1, 1)).save(root / "train" / "Segmentation_labels" / victim.name)
+    _break_and_check(root, load_msrs, victim, "image is 1x1 px; IVGF needs at least 16 px per side", "train", 3,
+                     caplog)
+
 def test_split_list_naming_a_missing_image(worlds, tmp_path):
     root = _copy(worlds, "rtfnet", tmp_path)
     (root / "val.txt").write_text((root / "val.txt").read_text() + "99999N\n")

@@ -184,7 +184,7 @@ def test_sharding_evaluates_every_world_size_th_sample():
         autocast=contextlib.nullcontext,
     )
     result = evaluate_model(model, SAMPLES, task="segmentation", accelerator=accelerator)
-    assert [tuple(v.shape) for v, _ in model.calls] == [(1, 3, 32, 32)]  # only sample 1 on process 1
+    assert [tuple(v.shape) for v, _ in model.calls] == [(1, 3, 64, 64)]  # only sample 1 on process 1 (padded to 48+)
     assert result["metrics"]["confusion_matrix"] == [[2, 0, 1], [1, 0, 0], [0, 0, 2]]  # not yet summed
     assert result["settings"]["num_processes"] == 2
 

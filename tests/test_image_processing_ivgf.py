@@ -147,7 +147,7 @@ def test_normalisation_exact_on_known_pixels():
     torch.testing.assert_close(out["pixel_values"][0, :, 1, 2], expected_rgb, rtol=0, atol=1e-6)
     expected_ir = torch.full((3,), (100 / 255 - 0.425) / 0.2)
     torch.testing.assert_close(out["pixel_values_ir"][0, :, 1, 2], expected_ir, rtol=0, atol=1e-6)
-    assert out["pixel_values_ir"].shape == (1, 3, 32, 32)
+    assert out["pixel_values_ir"].shape == (1, 3, 64, 64)  # padded to at least 48 px, then to a multiple of 32
 
 
 def test_padding_to_multiple_with_zero_pixels_and_ignore_labels(pair):
@@ -205,7 +205,7 @@ def test_call_overrides_do_not_change_the_processor(pair):
     rgb, _, _ = pair
     processor = IVGFImageProcessor()
     out = run(processor, rgb, do_resize=True, size={"height": 16, "width": 16}, size_divisor=8)
-    assert out["pixel_values"].shape == (1, 3, 16, 16)
+    assert out["pixel_values"].shape == (1, 3, 48, 48)  # 16 x 16, padded to the 48 px IVGF needs
     assert processor.do_resize is False and processor.size is None and processor.size_divisor == 32
 
 

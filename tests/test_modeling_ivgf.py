@@ -292,6 +292,30 @@ def test_bad_inputs_get_clear_errors():
         model(**inputs(batch=1), labels=labels(batch=1))
 
 
+
+def test_empty_none_mismatched_and_half_precision_inputs():
+    model = IVGFForSemanticSegmentation(tiny_config()).eval()
+    batch = inputs(batch=1)
+    with pytest.raises(ValueError, match=r"pixel_values is an empty batch \(shape \(0, 3, 64, 64\)\)"):
+        model(torch.zeros(0, 3, 64, 64), torch.zeros(0, 1, 64, 64))
+    with pytest.raises(ValueError, match="pixel_values_ir is an empty batch"):
+        model(pixel_values_ir=torch.zeros(0, 1, 64, 64))
+    for forward in (model, model.ivgf):
+        with pytest.raises(ValueError, match="pixel_values .* and/or pixel_values_ir .*both are None"):
+            forward(None, None)
+    # a size mismatch is named as such, not as the smaller image being too small
+    mismatch = r"same size, got pixel_values \(1, 3, 64, 96\) and pixel_values_ir \(1, 1, 32, 32\)"
+    with pytest.raises(ValueError, match=mismatch):
+        model(batch["pixel_values"], torch.zeros(1, 1, 32, 32))
+    with pytest.raises(ValueError, match="pixel_values has dtype torch.uint8; .*floating-point"):
+        model(batch["pixel_values"].to(torch.uint8), batch["pixel_values_ir"])
+    with torch.no_grad():
+        expected = model(**batch).logits
+        for dtype in (torch.float16, torch.bfloat16):  # cast to the weights' dtype
+            logits = model(batch["pixel_values"].to(dtype), batch["pixel_values_ir"].to(dtype)).logits
+            assert logits.dtype == torch.float32
+            assert (logits - expected).abs().max() < 0.1
+
 def test_config_validation():
     with pytest.raises(ValueError, match="fem_mode"):
         tiny_config(fem_mode="cross")

@@ -116,6 +116,42 @@ def test_predict_clear_errors_for_bad_inputs(segmentation_model, scenes, tmp_pat
         main(model + ["--rgbt", str(tmp_path / "missing.png")])
 
 
+
+def test_predict_names_the_broken_file_and_damaged_weights(segmentation_model, scenes, tmp_path, capsys):
+    visible_dir, infrared_dir = write_pairs(tmp_path, scenes)
+    visible = visible_dir / "a.png"
+    visible.write_bytes(visible.read_bytes()[:200])  # a valid header, truncated pixel data
+    argv = ["predict", "--model", str(segmentation_model), "--out", str(tmp_path / "out"), "--visible", str(visible),
+            "--infrared", str(infrared_dir / "a.png")]
+    with pytest.raises(SystemExit, match=r"cannot decode .*vis/a\.png: image file is truncated") as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and "ir/a.png" not in str(exit_info.value)
+
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    for path in segmentation_model.iterdir():
+        (damaged / path.name).write_bytes(path.read_bytes())
+    weights = damaged / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    capsys.readouterr()
+    argv = ["predict", "--model", str(damaged), "--out", str(tmp_path / "out"), "--visible", str(visible_dir / "b.png"),
+            "--infrared", str(infrared_dir / "b.png")]
+    with pytest.raises(SystemExit, match=r"weights of .*damaged are damaged or incomplete") as exit_info:
+        main(argv)
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and error.startswith("ivgf predict: ") and "Traceback" not in error
+
+
+def test_predict_tiny_and_elongated_images(segmentation_model, tmp_path):
+    """The processor pads to the 48 px the model needs, so such images are predicted at their own size."""
+    for name, (height, width) in {"dot": (1, 1), "strip": (16, 400)}.items():
+        Image.fromarray(np.zeros((height, width, 3), np.uint8)).save(tmp_path / f"{name}_vis.png")
+        Image.fromarray(np.zeros((height, width), np.uint8)).save(tmp_path / f"{name}_ir.png")
+        assert main(["predict", "--model", str(segmentation_model), "--out", str(tmp_path / "out"), "--visible",
+                     str(tmp_path / f"{name}_vis.png"), "--infrared", str(tmp_path / f"{name}_ir.png")]) == 0
+        with Image.open(tmp_path / "out" / f"{name}_vis_mask.png") as mask:
+            assert mask.size == (width, height)
+
 def test_predict_detection_draws_boxes(scenes, tmp_path):
     folder = tmp_path / "detector"
     torch.manual_seed(0)

@@ -38,6 +38,13 @@ def test_export_refuses_existing_folders_and_failed_checks(segmentation_model, t
     with pytest.raises(FileExistsError, match="overwrite"):
         export_for_hub(segmentation_model, IVGFImageProcessor(), target, check=False)
     assert (target / "notes.txt").read_text() == "user data"
+    with pytest.raises(FileExistsError, match=r"mine holds entries this export does not write \(notes.txt\)"):
+        export_for_hub(segmentation_model, IVGFImageProcessor(), target, overwrite=True, check=False)
+    assert [p.name for p in target.iterdir()] == ["notes.txt"]
+    (target / "notes.txt").unlink()
+    export_for_hub(segmentation_model, IVGFImageProcessor(), target, check=False)
+    export_for_hub(segmentation_model, IVGFImageProcessor(), target, overwrite=True, check=False)  # a re-export
+    assert (target / "model.safetensors").is_file() and not list(tmp_path.glob(".mine-*"))
 
     torch.manual_seed(1)
     other = IVGFForSemanticSegmentation(get_config("tiny", num_labels=3)).eval()

@@ -4,9 +4,11 @@ Runs use the tiny preset on SynthRGBT at 64x96 with one intra-op thread per proc
 equal thread counts, and one thread per process is also what torchrun gives each rank).
 """
 
+import errno
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -363,3 +365,95 @@ def test_detection_run_with_bf16_checkpointing_and_tensorboard(tmp_path, one_thr
     assert config["architectures"] == ["IVGFForObjectDetection"]
     assert "AutoModelForObjectDetection" in config["auto_map"] and config["id2label"]["1"] == "Car"
     assert json.loads((tmp_path / "run" / "recipe.json").read_text()) == recipe.to_dict()
+
+
+# --- failures before the first step, checkpoint writes on a full disk --------------------------------------------
+
+
+def test_batch_size_1_fails_clearly_and_the_fixed_command_needs_no_overwrite(synth, tmp_path, capsys, one_thread):
+    output_dir = tmp_path / "run"
+    (tmp_path / "notes.txt").write_text("mine")
+    argv = ["train", *_run_args(synth, output_dir, 1), "--set", "eval_split=None"]
+    with pytest.raises(SystemExit, match="batch_size 1 cannot train segmentation.*--batch-size 2") as exit_info:
+        main(argv + ["--batch-size", "1"])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and error.startswith("ivgf train: batch_size 1") and "Traceback" not in error
+    assert not output_dir.exists()  # nothing left that would need --overwrite
+    assert main(argv + ["--batch-size", "2"]) == 0
+    assert (output_dir / "final_model" / "model.safetensors").is_file()
+
+
+def test_a_start_that_fails_at_its_first_step_removes_its_files(synth, tmp_path, monkeypatch, one_thread):
+    from ivgf_hf.training import loop
+
+    def fail(self, batches):
+        raise RuntimeError("simulated failure in the first step")
+
+    output_dir = tmp_path / "run"
+    output_dir.mkdir()
+    (output_dir / "notes.txt").write_text("mine")
+    monkeypatch.setattr(loop._TrainingRun, "optimizer_step", fail)
+    recipe = get_recipe("synth-seg-cpu", data_root=str(synth), max_steps=1, eval_split=None, **RUN)
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        train(recipe, output_dir)
+    assert sorted(p.name for p in output_dir.iterdir()) == ["notes.txt"]
+
+
+def test_empty_training_split_is_named_and_leaves_nothing(synth, tmp_path, capsys, caplog):
+    root = shutil.copytree(synth, tmp_path / "data")
+    (root / "train.txt").write_text("")
+    output_dir = tmp_path / "run"
+    with pytest.raises(SystemExit, match=r"train_split 'train' of .*data has 0 sample\(s\)") as exit_info:
+        main(["train", *_run_args(root, output_dir, 1)])
+    assert exit_info.value.code == 2 and "Traceback" not in capsys.readouterr().err
+    assert f"split 'train' is empty: no usable sample from {root / 'train.txt'}" in caplog.text
+    assert not output_dir.exists()
+
+
+class _FakeAccelerator:
+    """The part of Accelerator that CheckpointManager.save uses; save_state writes ``written`` bytes, then ``error``."""
+
+    is_main_process = True
+
+    def __init__(self, written=0, error=None):
+        self.written, self.error = written, error
+
+    def wait_for_everyone(self):
+        pass
+
+    def save_state(self, folder):
+        (Path(folder) / "model.safetensors").write_bytes(b"\0" * self.written)
+        if self.error is not None:
+            raise self.error
+
+
+def test_checkpoints_check_free_space_and_clean_up_a_failed_write(tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    from ivgf_hf.training import checkpointing
+    from ivgf_hf.training.checkpointing import TrainingProgress
+
+    manager = CheckpointManager(tmp_path / "checkpoints", keep_last=2, expected_bytes=10 * 2**20)
+    assert manager.save(_FakeAccelerator(written=100), TrainingProgress(global_step=1)).name == "step-00000001"
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(checkpointing.shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 2**20, 2**20))
+    with pytest.raises(OSError, match=r"not enough disk space for the checkpoint of step 2 in .*checkpoints: about 10 "
+                                      r"MiB needed, 1 MiB free") as info:
+        manager.save(_FakeAccelerator(written=100), TrainingProgress(global_step=2))
+    assert info.value.errno == errno.ENOSPC
+    assert sorted(p.name for p in manager.folder.iterdir()) == ["step-00000001"]
+
+    # torch's message for a write that hit a full disk; the staging folder is removed
+    free = iter([2**30, 0, 0])
+    monkeypatch.setattr(checkpointing.shutil, "disk_usage", lambda path: usage(2**31, 2**30, next(free)))
+    torch_error = RuntimeError("[enforce fail at inline_container.cc:778] . unexpected pos 64 vs 0")
+    with pytest.raises(OSError, match="not enough disk space for the checkpoint of step 3") as info:
+        manager.save(_FakeAccelerator(written=100, error=torch_error), TrainingProgress(global_step=3))
+    assert info.value.__cause__ is torch_error
+    assert sorted(p.name for p in manager.folder.iterdir()) == ["step-00000001"]
+
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="not about space"):  # other failures keep their type, still cleaned up
+        manager.save(_FakeAccelerator(error=ValueError("not about space")), TrainingProgress(global_step=4))
+    assert sorted(p.name for p in manager.folder.iterdir()) == ["step-00000001"]

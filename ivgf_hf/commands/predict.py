@@ -112,21 +112,22 @@ def read_pair(pair: InputPair) -> tuple:
 
     from ..inference import as_grey_array, as_rgb_array
 
-    try:
-        with _open(pair.visible) as image:
-            if pair.infrared is None:
-                packed = np.asarray(image)
-                return np.ascontiguousarray(packed[..., :3]), np.ascontiguousarray(packed[..., 3])
-            visible = as_rgb_array(image, str(pair.visible))
-        with _open(pair.infrared) as image:
-            infrared = as_grey_array(image, str(pair.infrared))
-    except (OSError, SyntaxError) as error:  # truncated or corrupt data found while decoding
-        raise PredictInputError(f"cannot decode {pair.infrared or pair.visible}: {error}") from None
-    except ValueError as error:
-        if isinstance(error, PredictInputError):
-            raise
-        raise PredictInputError(str(error)) from None
-    return visible, infrared
+    def decode(path, convert):
+        try:
+            with _open(path) as image:
+                return convert(image)
+        except (OSError, SyntaxError) as error:  # truncated or corrupt data found while decoding
+            raise PredictInputError(f"cannot decode {path}: {error}") from None
+        except ValueError as error:
+            if isinstance(error, PredictInputError):
+                raise
+            raise PredictInputError(str(error)) from None
+
+    if pair.infrared is None:
+        packed = decode(pair.visible, np.asarray)
+        return np.ascontiguousarray(packed[..., :3]), np.ascontiguousarray(packed[..., 3])
+    visible = decode(pair.visible, lambda image: as_rgb_array(image, str(pair.visible)))
+    return visible, decode(pair.infrared, lambda image: as_grey_array(image, str(pair.infrared)))
 
 
 def output_paths(out_dir, name: str, task: str) -> list:

@@ -14,6 +14,7 @@ written inside the data folder.
 
 from __future__ import annotations
 
+import logging
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -31,6 +32,8 @@ from .validation import (
 )
 
 __all__ = ["load_mfnet", "load_msrs", "load_m3fd", "load_paired_folder", "IMAGE_EXTENSIONS", "MFNET_SPLITS"]
+
+logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -75,14 +78,28 @@ def _index(folder, extensions=IMAGE_EXTENSIONS):
     return found, {stem: paths for stem, paths in by_stem.items() if len(paths) > 1}
 
 
-def _read_names(path):
-    """Names listed in a split file, one per line; a trailing image extension is dropped."""
+def _read_names(path, problems):
+    """Names listed in a split file, one per line; a trailing image extension is dropped.
+
+    A line that is not UTF-8 text is left out and added to ``problems`` with its line number.
+    """
     names = []
-    for line in Path(path).read_text().splitlines():
-        name = line.strip()
+    for number, raw in enumerate(Path(path).read_bytes().splitlines(), start=1):
+        try:
+            name = raw.decode("utf-8").strip()
+        except UnicodeDecodeError as error:
+            problems.append(SkippedSample(str(path), f"line {number} is not UTF-8 text ({error.reason} at byte "
+                                                     f"{error.start}: {raw[error.start:error.start + 4]!r})"))
+            continue
         if name:
             names.append(name[: -len(Path(name).suffix)] if Path(name).suffix.lower() in IMAGE_EXTENSIONS else name)
     return names
+
+
+def _warn_if_empty(split, dataset, source):
+    """Log a warning for a split without samples, naming where its samples should have come from."""
+    if not len(dataset):
+        logger.warning("split %r is empty: no usable sample from %s", split, source)
 
 
 def _first_dir(root, candidates):
@@ -124,10 +141,12 @@ def _report_ambiguous(ambiguous, problems):
     return set(ambiguous)
 
 
-def _split_lists(root, splits):
+def _split_lists(root, splits, problems):
     """``{split: names}`` from ``<root>/<split>.txt`` for the known MFNet split names (or ``splits``)."""
     wanted = splits or MFNET_SPLITS
-    lists = {split: _read_names(root / f"{split}.txt") for split in wanted if (root / f"{split}.txt").is_file()}
+    lists = {
+        split: _read_names(root / f"{split}.txt", problems) for split in wanted if (root / f"{split}.txt").is_file()
+    }
     if splits:
         missing = [split for split in splits if split not in lists]
         if missing:
@@ -174,7 +193,7 @@ def load_mfnet(root, errors="raise", *, splits=None, check="full", num_workers=N
     ambiguous = _report_ambiguous({**ambiguous_p, **ambiguous_l}, problems)
     known = set().union(ambiguous, *(index for index, _ in modalities.values()))
     datasets = {}
-    for split, names in _split_lists(root, splits).items():
+    for split, names in _split_lists(root, splits, problems).items():
         _unlisted(root / f"{split}.txt", names, known, problems)
         samples, pair_problems = _pair([n for n in names if n in known], modalities, ambiguous)
         problems.extend(pair_problems)
@@ -182,6 +201,7 @@ def load_mfnet(root, errors="raise", *, splits=None, check="full", num_workers=N
             samples, with_label=True, num_classes=len(MFNET_CLASSES), check=check, num_workers=num_workers
         )
         problems.extend(split_problems)
+        _warn_if_empty(split, datasets[split], root / f"{split}.txt")
     return finish(datasets, _unique(problems), errors, MFNET_CLASSES)
 
 
@@ -217,6 +237,7 @@ def load_msrs(root, errors="raise", *, check="full", num_workers=None):
             samples, with_label=True, num_classes=len(MFNET_CLASSES), check=check, num_workers=num_workers
         )
         problems.extend(split_problems)
+        _warn_if_empty(split_dir.name, datasets[split_dir.name], split_dir)
     return finish(datasets, _unique(problems), errors, MFNET_CLASSES)
 
 
@@ -299,7 +320,7 @@ def load_m3fd(
     if split_files:
         lists, used = {}, {}
         for split, path in split_files.items():
-            lists[split] = _read_names(path)
+            lists[split] = _read_names(path, problems)
             used[split] = str(path)
             _unlisted(path, lists[split], names, problems)
             lists[split] = [n for n in lists[split] if n in names]
@@ -312,6 +333,7 @@ def load_m3fd(
         problems.extend(pair_problems)
         datasets[split], split_problems = build_split(samples, spec=spec, check=check, num_workers=num_workers)
         problems.extend(split_problems)
+        _warn_if_empty(split, datasets[split], used.get(split, root))
     return finish(datasets, _unique(problems), errors, M3FD_CLASSES, used)
 
 
@@ -371,6 +393,7 @@ def load_paired_folder(
         num_workers=num_workers,
     )
     problems.extend(split_problems)
+    _warn_if_empty(split, dataset, f"{folders['visible']} and {folders['infrared']}")
     return finish({split: dataset}, _unique(problems), errors, spec.class_names if spec else label_classes)
 
 

@@ -2,9 +2,9 @@
 
 A sample is a visible / infrared pair (two files, or one 4-channel RGB+T file) with an optional label mask and
 an optional box annotation. :func:`build_split` checks every sample in a thread pool: readable and undamaged
-images, equal sizes, label ids inside the class set (255 = ignore is allowed), boxes inside the image and not
-empty. Each problem is a :class:`SkippedSample` ``(file, reason)``; the caller either raises
-:class:`RGBTSampleError` or skips the sample.
+images of at least :data:`MIN_IMAGE_SIDE` px per side, equal sizes, label ids inside the class set (255 = ignore is
+allowed), boxes inside the image and not empty. Each problem is a :class:`SkippedSample` ``(file, reason)``; the
+caller either raises :class:`RGBTSampleError` or skips the sample.
 """
 
 from __future__ import annotations
@@ -38,9 +38,13 @@ __all__ = [
     "build_split",
     "finish",
     "check_errors_argument",
+    "MIN_IMAGE_SIDE",
 ]
 
 logger = logging.getLogger(__name__)
+
+MIN_IMAGE_SIDE = 16
+"""Images with a side below this (less than one token of the encoders' stride-16 stage) are broken samples."""
 
 _VISIBLE_MODES = ("RGB", "RGBA", "L", "P", "LA", "RGBX")
 _INFRARED_MODES = ("L", "RGB", "RGBA", "P", "LA", "RGBX")
@@ -251,6 +255,10 @@ def _check_sample(sample, num_classes, spec, decode):
                 str(sample.infrared), f"size mismatch: visible {sample.visible.name} is {vw}x{vh}, infrared {iw}x{ih}"
             )
         size, reference = sizes["visible"], sample.visible
+    if min(size) < MIN_IMAGE_SIDE:
+        return None, SkippedSample(
+            str(reference), f"image is {size[0]}x{size[1]} px; IVGF needs at least {MIN_IMAGE_SIDE} px per side"
+        )
     if sample.label is not None:
         label, reason = _load(sample.label)
         if reason:

@@ -36,7 +36,15 @@ from .data import (
 from .model_setup import build_model, enable_gradient_checkpointing, export_model
 from .optim import build_optimizer, build_scheduler
 from .recipes import CADENCE_FIELDS, RecipeError, TrainingRecipe, get_recipe
-from .run_files import MetricsLog, check_output_dir, clear_run, report_metrics, run_info, tracker_config
+from .run_files import (
+    MetricsLog,
+    check_output_dir,
+    clear_run,
+    holds_run,
+    report_metrics,
+    run_info,
+    tracker_config,
+)
 
 __all__ = ["train", "TrainingResult", "HEADLINE_METRICS"]
 
@@ -183,21 +191,54 @@ def train(
             f"best_metric {recipe.metric_for_best!r} is not a {recipe.task} metric; use one of "
             f"{HEADLINE_METRICS[recipe.task]}"
         )
+    # A start that fails before its first optimizer step removes what it wrote, so the corrected command just works.
+    fresh_start, created = not (resume and holds_run(output_dir)), not output_dir.exists()
     accelerator = _make_accelerator(recipe, output_dir)
+    run = None
     try:
         _prepare_folder(accelerator, output_dir, overwrite)
         with accelerator.main_process_first():
             if data is None:
                 data = load_recipe_data(recipe, output_dir, reuse_written_splits=not accelerator.is_main_process)
         check_splits(data, recipe)
+        _check_batches(data[recipe.train_split], recipe, accelerator)
         if accelerator.is_main_process:  # written once the data is known to fit the recipe
             recipe.save(output_dir / "recipe.json")
-        return _TrainingRun(accelerator, recipe, output_dir, data, resume).run()
+        run = _TrainingRun(accelerator, recipe, output_dir, data, resume)
+        return run.run()
+    except BaseException:
+        if fresh_start and accelerator.is_main_process and (run is None or run.progress.global_step == 0):
+            _remove_failed_start(output_dir, created)
+        raise
     finally:
         # Accelerate keeps its settings in process-wide singletons: clear them so that a later train() in the same
         # process (another recipe, other mixed precision) starts afresh. end_training() already closed the group.
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
+
+
+def _check_batches(train_split, recipe: TrainingRecipe, accelerator) -> None:
+    """RecipeError for a training split smaller than one global batch, or a batch the model cannot train on."""
+    global_batch = recipe.batch_size * accelerator.num_processes
+    if len(train_split) < global_batch:
+        raise RecipeError(
+            f"train_split {recipe.train_split!r} of {recipe.data_root or 'the data set'} has {len(train_split)} "
+            f"sample(s), fewer than one global batch of {global_batch} ({recipe.batch_size} per process x "
+            f"{accelerator.num_processes} process(es)); check its split list or lower --batch-size"
+        )
+    sync_batchnorm = recipe.sync_batchnorm and accelerator.num_processes > 1 and accelerator.device.type == "cuda"
+    if recipe.task == "segmentation" and recipe.batch_size == 1 and not sync_batchnorm:
+        raise RecipeError(
+            "batch_size 1 cannot train segmentation: BatchNorm in the UperNet head needs 2 or more images per "
+            "process and step; use --batch-size 2 or more (or several GPUs with sync_batchnorm)"
+        )
+
+
+def _remove_failed_start(output_dir: Path, created: bool) -> None:
+    """Delete the run files of a start that failed before its first step (and the folder if it made it)."""
+    clear_run(output_dir)
+    if created and output_dir.is_dir() and not any(output_dir.iterdir()):
+        output_dir.rmdir()
 
 
 def _prepare_folder(accelerator, output_dir: Path, overwrite: bool) -> None:
@@ -246,7 +287,9 @@ class _TrainingRun:
             recipe.task,
             recipe.seed,
         )
-        self.checkpoints = CheckpointManager(output_dir / "checkpoints", recipe.keep_last)
+        # weights and AdamW's two moments: the size of the first checkpoint, checked against the free disk space
+        state_bytes = 3 * sum(p.numel() * p.element_size() for p in self.unwrapped.parameters())
+        self.checkpoints = CheckpointManager(output_dir / "checkpoints", recipe.keep_last, expected_bytes=state_bytes)
         self.progress = self._restore(resume)
         self.metrics_log = MetricsLog(output_dir / "metrics.jsonl", self.is_main)
         self.metrics_log.truncate_after(self.progress.global_step)

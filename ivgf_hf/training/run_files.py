@@ -24,6 +24,7 @@ __all__ = [
     "RUN_ENTRIES",
     "check_output_dir",
     "clear_run",
+    "holds_run",
     "MetricsLog",
     "report_metrics",
     "run_info",
@@ -35,6 +36,11 @@ RUN_ENTRIES = ("recipe.json", "run_info.json", "metrics.jsonl", "checkpoints", "
 
 def _existing_entries(output_dir: Path) -> list:
     return [name for name in RUN_ENTRIES if (output_dir / name).exists()]
+
+
+def holds_run(output_dir: Path) -> bool:
+    """Whether ``output_dir`` holds any entry a run writes."""
+    return output_dir.is_dir() and bool(_existing_entries(output_dir))
 
 
 def check_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
