@@ -70,3 +70,19 @@ def test_comparison_table():
     assert lines[0] == "| Model | mIoU | mIoU day | mIoU night | person IoU night | bump IoU | train time |"
     assert lines[2] == "| IVGF (FEM + TEM + AGF) | 60.0 | 50.0 | 55.0 | 70.0 | 40.0 | 5.0 min |"
     assert lines[3] == "| Infrared only | 40.0 | 50.0 | 45.0 | 65.0 | 0.0 | 2.5 min |"
+
+
+@pytest.mark.slow
+def test_compare_over_seeds_writes_the_mean_std_table(tmp_path):
+    out = tmp_path / "quickstart"
+    argv = ["quickstart", "--out", str(out), "--compare", "--seeds", "2", "--steps", "1", "--num-train", "4",
+            "--num-test", "2", "--height", "64", "--width", "96", "--num-predictions", "2", "--no-export-check"]
+    assert main(argv) == 0
+    seeds = json.loads((out / "seeds.json").read_text())
+    table = seeds["summary"]["scratch"]
+    assert set(table) == {"ivgf", "sum", "visible_only", "infrared_only"}
+    assert set(table["ivgf"]["mIoU_all"]["seeds"]) == {"0", "1"}
+    assert (out / "runs" / "sum_fusion-seed1" / "recipe.json").exists()
+    assert json.loads((out / "runs" / "ivgf-seed1" / "recipe.json").read_text())["seed"] == 1
+    assert "### Over 2 training seeds" in (out / "summary.md").read_text()
+    assert (out / "data" / "impairments.json").exists()  # the realistic world is the default
