@@ -16,6 +16,7 @@ _EXPORTS = {
     "DetectionMetric": "detection",
     "load_evaluate_metric": "evaluate_metrics",
     "EVALUATE_METRICS": "evaluate_metrics",
+    "evaluate_compute_metrics": "evaluate_metrics",
     "write_metrics_json": "report",
     "metrics_to_markdown": "report",
     "plot_per_class_bars": "report",
