@@ -89,6 +89,8 @@ class IVGFPreTrainedModel(PreTrainedModel):
         pipelines = self._custom_pipelines()
         if pipelines:
             self.config.custom_pipelines = pipelines
+        elif hasattr(self.config, "custom_pipelines"):  # a base model saved with a task model's configuration
+            del self.config.custom_pipelines
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     def _custom_pipelines(self) -> dict:

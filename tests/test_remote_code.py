@@ -93,8 +93,13 @@ def test_detector_and_backbone_save_pretrained_write_their_auto_map(tmp_path):
         (IVGFModel(get_config("tiny")), "AutoModel", "modeling_ivgf.IVGFModel"),
     ):
         model.save_pretrained(tmp_path / auto_class)
-        auto_map = json.loads((tmp_path / auto_class / "config.json").read_text())["auto_map"]
-        assert auto_map == {"AutoConfig": "configuration_ivgf.IVGFConfig", auto_class: reference}
+        config = json.loads((tmp_path / auto_class / "config.json").read_text())
+        assert config["auto_map"] == {"AutoConfig": "configuration_ivgf.IVGFConfig", auto_class: reference}
+        assert ("custom_pipelines" in config) == (auto_class == "AutoModelForObjectDetection")
+    # the base model of a saved task model names no pipeline (its folder has no task auto class)
+    base = IVGFModel.from_pretrained(tmp_path / "AutoModelForObjectDetection")
+    base.save_pretrained(tmp_path / "base")
+    assert "custom_pipelines" not in json.loads((tmp_path / "base" / "config.json").read_text())
 
 
 class FakeHub:
