@@ -410,7 +410,8 @@ CHILD = textwrap.dedent(
     import torch
     from transformers import AutoModelForObjectDetection
 
-    folder, inputs, result = sys.argv[1:4]
+    folder, inputs, result, threads = sys.argv[1:5]
+    torch.set_num_threads(int(threads))  # as the parent: exact equality needs the same reduction order
     model = AutoModelForObjectDetection.from_pretrained(folder, trust_remote_code=True)
     assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
     assert type(model).__name__ == "IVGFForObjectDetection"
@@ -438,7 +439,7 @@ def test_remote_code_load_in_fresh_process(eval_model, tmp_path, monkeypatch):
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1")
     completed = subprocess.run(
-        [sys.executable, str(script), str(folder), str(inputs), str(result)],
+        [sys.executable, str(script), str(folder), str(inputs), str(result), str(torch.get_num_threads())],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
