@@ -64,11 +64,10 @@ class IVGFObjectDetectionOutput(ModelOutput):
             torchvision's RPN and RoI losses (every term weighted 1).
         loss_dict (`dict[str, torch.FloatTensor]`, *optional*): the terms of `loss`: `loss_objectness`,
             `loss_rpn_box_reg`, `loss_classifier`, `loss_box_reg`, and `loss_mask` when the mask head is trained.
-        detections (`list[dict[str, torch.Tensor]]`, *optional*): eval mode, or training mode without `labels`; one
-            dict per image with
-            "boxes" `(n, 4)` float absolute (x0, y0, x1, y1) in the `pixel_values` frame (pixels), "scores" `(n,)`
-            in decreasing order, "labels" `(n,)` int64 0-based class ids, and with the mask head "masks"
-            `(n, 1, H, W)` float mask probabilities pasted into the `pixel_values` frame.
+        detections (`list[dict[str, torch.Tensor]]`, *optional*): eval mode, or training mode without `labels`;
+            one dict per image with "boxes" `(n, 4)` float absolute (x0, y0, x1, y1) in the `pixel_values` frame
+            (pixels), "scores" `(n,)` in decreasing order, "labels" `(n,)` int64 0-based class ids, and with the
+            mask head "masks" `(n, 1, H, W)` float mask probabilities pasted into the `pixel_values` frame.
         hidden_states (`tuple[torch.FloatTensor]`, *optional*): with `output_hidden_states=True`, the fused maps
             F1..F4 of [`IVGFModel`] (strides 4, 8, 16, 32), as `IVGFModelOutput.hidden_states`.
     """

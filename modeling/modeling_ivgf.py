@@ -203,7 +203,11 @@ class IVGFModel(IVGFPreTrainedModel):
         maps = (f1, f2, f3, encoder.stage4(f3))
         extras = {}
         if output_hidden_states:
-            extras = {"hidden_states": maps, f"{modality}_feature_maps": maps, f"{modality}_hidden_states": tuple(hidden)}
+            extras = {
+                "hidden_states": maps,
+                f"{modality}_feature_maps": maps,
+                f"{modality}_hidden_states": tuple(hidden),
+            }
         return IVGFModelOutput(feature_maps=maps, **extras)
 
     def _enhance(self, index: int, visible: torch.Tensor, infrared: torch.Tensor) -> tuple:

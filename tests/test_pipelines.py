@@ -1,4 +1,4 @@
-"""The RGB-T pipelines: in-process after ``import ivgf_hf``, and from a saved folder where ivgf_hf cannot be imported."""
+"""The RGB-T pipelines: in-process after ``import ivgf_hf``, and from a saved folder where ivgf_hf is not importable."""
 
 import json
 import os

@@ -88,7 +88,11 @@ def test_plain_save_pretrained_folder_loads_as_remote_code(segmentation_model, t
 
 def test_detector_and_backbone_save_pretrained_write_their_auto_map(tmp_path):
     for model, auto_class, reference in (
-        (IVGFForObjectDetection(get_config("tiny")), "AutoModelForObjectDetection", "detection_ivgf.IVGFForObjectDetection"),
+        (
+            IVGFForObjectDetection(get_config("tiny")),
+            "AutoModelForObjectDetection",
+            "detection_ivgf.IVGFForObjectDetection",
+        ),
         (IVGFBackbone(get_config("tiny")), "AutoBackbone", "modeling_ivgf.IVGFBackbone"),
         (IVGFModel(get_config("tiny")), "AutoModel", "modeling_ivgf.IVGFModel"),
     ):

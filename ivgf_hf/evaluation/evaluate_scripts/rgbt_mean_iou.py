@@ -1,4 +1,5 @@
-"""``rgbt_mean_iou``: the Hub's ``mean_iou`` interface on ivgf_hf's :class:`SegmentationMetric`, with day / night groups.
+"""``rgbt_mean_iou``: the Hub's ``mean_iou`` interface on ivgf_hf's :class:`SegmentationMetric`, with day / night
+groups.
 
 An ``evaluate`` module script, loaded with ``ivgf_hf.evaluation.load_evaluate_metric("rgbt_mean_iou")`` (offline: the
 file ships in the package).
