@@ -1,7 +1,7 @@
 """Register the IVGF classes with transformers' Auto classes in this process (pip-installed use).
 
-Saved folders carry their own ``auto_map`` (see :mod:`ivgf_hf.hub`) and load with ``trust_remote_code=True``
-where ``ivgf_hf`` is not installed.
+Every saved folder carries its own code files and ``auto_map`` (each IVGF class sets ``_auto_class``, so plain
+``save_pretrained`` writes them) and loads with ``trust_remote_code=True`` where ``ivgf_hf`` is not installed.
 """
 
 from transformers import (
@@ -18,7 +18,7 @@ from .modeling.detection_ivgf import IVGFForObjectDetection
 from .modeling.image_processing_ivgf import IVGFImageProcessor
 from .modeling.modeling_ivgf import IVGFBackbone, IVGFForSemanticSegmentation, IVGFModel
 
-__all__ = ["register_auto_classes", "register_for_auto_class"]
+__all__ = ["register_auto_classes"]
 
 
 def register_auto_classes() -> None:
@@ -38,13 +38,3 @@ def _register_image_processor() -> None:
         )
     except TypeError:  # transformers 4.x
         AutoImageProcessor.register(IVGFConfig, slow_image_processor_class=IVGFImageProcessor, exist_ok=True)
-
-
-def register_for_auto_class() -> None:
-    """Record the ``auto_map`` entries that ``save_pretrained`` writes, so saved folders load as remote code."""
-    IVGFConfig.register_for_auto_class()
-    IVGFModel.register_for_auto_class("AutoModel")
-    IVGFBackbone.register_for_auto_class("AutoBackbone")
-    IVGFForSemanticSegmentation.register_for_auto_class("AutoModelForSemanticSegmentation")
-    IVGFForObjectDetection.register_for_auto_class("AutoModelForObjectDetection")
-    IVGFImageProcessor.register_for_auto_class("AutoImageProcessor")

@@ -24,8 +24,6 @@ from typing import Mapping, Optional, Union
 
 import torch
 
-from .auto import register_for_auto_class
-
 __all__ = [
     "AUTO_CLASS_BY_MODEL",
     "TASK_BY_AUTO_CLASS",
@@ -204,7 +202,6 @@ def export_for_hub(
         raise FileExistsError(f"{folder} exists and is not empty; pass overwrite=True to replace it")
     if type(model).__name__ not in AUTO_CLASS_BY_MODEL:
         raise TypeError(f"cannot export {type(model).__name__}; expected one of {sorted(AUTO_CLASS_BY_MODEL)}")
-    register_for_auto_class()
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:

@@ -200,6 +200,8 @@ class IVGFConfig(PretrainedConfig):
     ```"""
 
     model_type = "ivgf"
+    # save_pretrained copies the code files and writes auto_map, so every saved folder loads as remote code
+    _auto_class = "AutoConfig"
 
     def __init__(
         self,

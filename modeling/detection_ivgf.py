@@ -64,18 +64,18 @@ class IVGFObjectDetectionOutput(ModelOutput):
             torchvision's RPN and RoI losses (every term weighted 1).
         loss_dict (`dict[str, torch.FloatTensor]`, *optional*): the terms of `loss`: `loss_objectness`,
             `loss_rpn_box_reg`, `loss_classifier`, `loss_box_reg`, and `loss_mask` when the mask head is trained.
-        detections (`list[dict[str, torch.Tensor]]`, *optional*): eval mode only; one dict per image with
-            "boxes" `(n, 4)` float absolute (x0, y0, x1, y1) in the `pixel_values` frame (pixels), "scores" `(n,)`
-            in decreasing order, "labels" `(n,)` int64 0-based class ids, and with the mask head "masks"
-            `(n, 1, H, W)` float mask probabilities pasted into the `pixel_values` frame.
-        feature_maps (`tuple[torch.FloatTensor]`, *optional*): with `output_hidden_states=True`, the fused maps
-            F1..F4 of [`IVGFModel`] (strides 4, 8, 16, 32).
+        detections (`list[dict[str, torch.Tensor]]`, *optional*): eval mode, or training mode without `labels`;
+            one dict per image with "boxes" `(n, 4)` float absolute (x0, y0, x1, y1) in the `pixel_values` frame
+            (pixels), "scores" `(n,)` in decreasing order, "labels" `(n,)` int64 0-based class ids, and with the
+            mask head "masks" `(n, 1, H, W)` float mask probabilities pasted into the `pixel_values` frame.
+        hidden_states (`tuple[torch.FloatTensor]`, *optional*): with `output_hidden_states=True`, the fused maps
+            F1..F4 of [`IVGFModel`] (strides 4, 8, 16, 32), as `IVGFModelOutput.hidden_states`.
     """
 
     loss: Optional[torch.FloatTensor] = None
     loss_dict: Optional[dict] = None
     detections: Optional[list] = None
-    feature_maps: Optional[tuple] = None
+    hidden_states: Optional[tuple] = None
 
 
 class IVGFAnchorGenerator(AnchorGenerator):
@@ -261,11 +261,12 @@ def labels_to_torchvision_targets(
 
 
 @contextmanager
-def _training_mode(*modules: nn.Module):
-    """Put ``modules`` in training mode for the block (torchvision's heads compute losses only then)."""
+def _module_mode(training: bool, *modules: nn.Module):
+    """Put ``modules`` in training (or eval) mode for the block: torchvision's heads compute losses only in training
+    mode, and detections only in eval mode."""
     previous = [module.training for module in modules]
     for module in modules:
-        module.train(True)
+        module.train(training)
     try:
         yield
     finally:
@@ -297,6 +298,7 @@ class IVGFForObjectDetection(IVGFPreTrainedModel):
     detections (the trunk runs once, in eval mode; anchor and proposal sampling make that loss random).
     """
 
+    _auto_class = "AutoModelForObjectDetection"
     # The Trainer must not pass num_items_in_batch nor rescale the loss: forward returns the finished loss.
     accepts_loss_kwargs = False
 
@@ -366,6 +368,12 @@ class IVGFForObjectDetection(IVGFPreTrainedModel):
             "RoI losses (transformers' 'ForObjectDetection' loss is DETR's Hungarian loss and does not apply)"
         )
 
+    def _custom_pipelines(self) -> dict:
+        # As the base class's: transformers 4.57 copies only this file's own relative imports when it loads it.
+        from .pipeline_ivgf import custom_pipelines
+
+        return custom_pipelines(type(self).__name__)
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         if not init_detection_weights(module, self.config.initializer_range):
@@ -388,8 +396,9 @@ class IVGFForObjectDetection(IVGFPreTrainedModel):
 
     def _detect(self, images: ImageList, features: OrderedDict) -> list:
         """Eval-mode proposals and detections, labels shifted back to 0-based and masks pasted into the image."""
-        proposals, _ = self.rpn(images, features)
-        detections, _ = self.roi_heads(features, proposals, images.image_sizes)
+        with _module_mode(False, self.rpn, self.roi_heads):
+            proposals, _ = self.rpn(images, features)
+            detections, _ = self.roi_heads(features, proposals, images.image_sizes)
         for detection, image_size in zip(detections, images.image_sizes):
             detection["labels"] = detection["labels"] - 1
             if "masks" in detection:
@@ -400,7 +409,7 @@ class IVGFForObjectDetection(IVGFPreTrainedModel):
         """torchvision's RPN and RoI losses; the mask branch is skipped when the targets carry no masks."""
         skip_masks = self.roi_heads.has_mask() and "masks" not in targets[0]
         mask_branch = _mask_branch_off(self.roi_heads) if skip_masks else nullcontext()
-        with _training_mode(self.rpn, self.roi_heads), mask_branch:
+        with _module_mode(True, self.rpn, self.roi_heads), mask_branch:
             proposals, rpn_losses = self.rpn(images, features, targets)
             _, roi_losses = self.roi_heads(features, proposals, images.image_sizes, targets)
         return {**rpn_losses, **roi_losses}
@@ -420,14 +429,15 @@ class IVGFForObjectDetection(IVGFPreTrainedModel):
             labels (`list[dict]`, *optional*): one dict per image, transformers' detection convention:
                 "class_labels" `(n,)` int64 0-based, "boxes" `(n, 4)` normalised (cx, cy, w, h) relative to the
                 `pixel_values` height and width, and optionally "masks" `(n, H, W)` (used only with the mask head,
-                given for all images of the batch or none). `n` may be 0 (the image trains as a negative). Required
-                in training mode. See [`labels_to_torchvision_targets`] for the validation rules.
-            output_hidden_states (`bool`, *optional*): also return the fused maps F1..F4 as `feature_maps`.
+                given for all images of the batch or none). `n` may be 0 (the image trains as a negative). See
+                [`labels_to_torchvision_targets`] for the validation rules.
+            output_hidden_states (`bool`, *optional*): also return the fused maps F1..F4 as `hidden_states`.
             return_dict (`bool`, *optional*): return an [`IVGFObjectDetectionOutput`]; with False a tuple of its
-                non-None fields in the order (loss, loss_dict, detections, feature_maps).
+                non-None fields in the order (loss, loss_dict, detections, hidden_states).
 
-        Training mode returns `loss` and `loss_dict`; eval mode returns `detections`, plus `loss` / `loss_dict`
-        when `labels` are given.
+        With `labels`, training mode returns `loss` and `loss_dict`, eval mode also `detections`. Without `labels`
+        there is no loss and both modes return `detections` (the RPN and RoI heads run in eval mode for them), as
+        transformers' detectors do.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         output_hidden_states = (
@@ -436,10 +446,6 @@ class IVGFForObjectDetection(IVGFPreTrainedModel):
         reference = pixel_values if pixel_values is not None else pixel_values_ir
         if reference is None:
             raise ValueError("IVGF needs pixel_values (visible) or pixel_values_ir (infrared); both are None")
-        if self.training and labels is None:
-            raise ValueError(
-                "IVGFForObjectDetection needs labels in training mode; call model.eval() to get detections"
-            )
         batch_size, image_size = reference.shape[0], tuple(reference.shape[-2:])
         targets = None if labels is None else self._targets(labels, image_size, batch_size, reference.device)
 
@@ -447,7 +453,7 @@ class IVGFForObjectDetection(IVGFPreTrainedModel):
         features = self.fpn(OrderedDict(zip(POOLED_LEVELS, outputs.feature_maps)))
         images = ImageList(reference, [image_size] * batch_size)
 
-        detections = None if self.training else self._detect(images, features)
+        detections = None if self.training and targets is not None else self._detect(images, features)
         loss = loss_dict = None
         if targets is not None:
             loss_dict = self._losses(images, features, targets)
@@ -457,6 +463,6 @@ class IVGFForObjectDetection(IVGFPreTrainedModel):
             loss=loss,
             loss_dict=loss_dict,
             detections=detections,
-            feature_maps=outputs.feature_maps if output_hidden_states else None,
+            hidden_states=outputs.feature_maps if output_hidden_states else None,
         )
         return output if return_dict else output.to_tuple()

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer  # in 4.57.x and 5.x
 from transformers.utils import ModelOutput
 
 __all__ = [
@@ -52,7 +53,7 @@ class IVGFChannelsLastLayerNorm(nn.LayerNorm):
         return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
-class IVGFPatchEmbed(nn.Module):
+class IVGFPatchEmbed(GradientCheckpointingLayer):
     """Conv (kernel = stride = patch) -> channel LayerNorm -> GELU: (B, C_in, H, W) -> (B, C, H/p, W/p)."""
 
     def __init__(self, in_channels: int, out_channels: int, patch_size: int, eps: float, act: str):
@@ -78,7 +79,7 @@ class IVGFConvMlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-class IVGFConvBlock(nn.Module):
+class IVGFConvBlock(GradientCheckpointingLayer):
     """ConvMAE's ``CBlock``: x + DP(conv2(dw5x5(conv1(LN x)))), then x + DP(MLP(LN x)); shape-preserving."""
 
     def __init__(self, dim: int, mlp_ratio: float, drop_path: float, eps: float, act: str):
@@ -205,7 +206,7 @@ class IVGFMlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-class IVGFTransformerBlock(nn.Module):
+class IVGFTransformerBlock(GradientCheckpointingLayer):
     """Pre-norm ViT block with optional layer-scale and relative position bias: (B, N, C) -> (B, N, C)."""
 
     def __init__(self, dim, num_heads, mlp_ratio, qkv_bias, drop_path, eps, act, layer_scale, grid_size):
@@ -223,7 +224,7 @@ class IVGFTransformerBlock(nn.Module):
         return x + self.drop_path(self.layer_scale_2(self.mlp(self.norm2(x))))
 
 
-class IVGFStage4Projection(nn.Module):
+class IVGFStage4Projection(GradientCheckpointingLayer):
     """F4 from F3: 3x3 stride-2 conv without padding -> BatchNorm -> GELU (ConvMAE's ``fpn``).
 
     (B, C, H, W) -> (B, C, floor((H - 3) / 2) + 1, same for W): 15 x 15 for a 32 x 32 map.

@@ -19,6 +19,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 __all__ = [
     "IVGFFeatureEnhancement",
@@ -118,7 +119,7 @@ class IVGFChannelWeight(nn.Module):
         return torch.sigmoid(self.fc2(self.act(self.fc1(pooled))))[:, :, None, None]
 
 
-class IVGFFeatureEnhancement(nn.Module):
+class IVGFFeatureEnhancement(GradientCheckpointingLayer):
     """Feature-enhancement module (FEM, eq. 1-13) on one scale's maps; each modality has its own weights.
 
     With W_s the spatial weights (:class:`IVGFSpatialWeight`) and W_c the channel weights
@@ -230,7 +231,7 @@ class IVGFChannelScale(nn.Module):
         return x * self.gamma[:, None, None]
 
 
-class IVGFTokenEnhancement(nn.Module):
+class IVGFTokenEnhancement(GradientCheckpointingLayer):
     """Token-enhancement module (TEM, eq. 14-17) on the transformer stage's tokens.
 
     ``Phi = Linear(LayerNorm(cat(visible, infrared)))`` (2C -> hidden_size, eq. 14). A mixture of ``num_adapters``
@@ -324,7 +325,7 @@ class IVGFMergeBlock(nn.Module):
         return self.proj(self.act(self.conv(self.reduce(x))))
 
 
-class IVGFAttentionGuidedFusion(nn.Module):
+class IVGFAttentionGuidedFusion(GradientCheckpointingLayer):
     """Attention-guided fusion (AGF, eq. 18-20): multi-head cross-attention both ways, then the merge module.
 
     Each modality has a query projection (C -> C) and a fused key/value projection (C -> 2C). Visible queries

@@ -373,6 +373,8 @@ class IVGFImageProcessor(BaseImageProcessor):
 
     model_input_names = ["pixel_values", "pixel_values_ir"]
     valid_kwargs = IVGFImageProcessorKwargs
+    # save_pretrained copies this file and writes auto_map (the folder loads as remote code)
+    _auto_class = "AutoImageProcessor"
 
     def __init__(
         self,

@@ -45,6 +45,9 @@ class IVGFModelOutput(ModelOutput):
     Args:
         feature_maps (`tuple[torch.FloatTensor]`): the fused maps F1..F4: (B, C1, H/4, W/4), (B, C2, H/8, W/8),
             (B, C3, H/16, W/16), (B, C3, floor((H/16 - 3)/2) + 1, same for W).
+        hidden_states (`tuple[torch.FloatTensor]`, *optional*): with ``output_hidden_states=True``, the maps that
+            the task heads read, in stride order 4, 8, 16, 32: the fused F1..F4 (a single-modality model: its
+            encoder's F1..F4). The same tuple as ``hidden_states`` of every IVGF task model.
         visible_feature_maps (`tuple[torch.FloatTensor]`, *optional*): the visible encoder's maps after the FEM,
             returned with ``output_hidden_states=True``.
         infrared_feature_maps (`tuple[torch.FloatTensor]`, *optional*): the same for the infrared encoder.
@@ -54,6 +57,7 @@ class IVGFModelOutput(ModelOutput):
     """
 
     feature_maps: Optional[tuple] = None
+    hidden_states: Optional[tuple] = None
     visible_feature_maps: Optional[tuple] = None
     infrared_feature_maps: Optional[tuple] = None
     visible_hidden_states: Optional[tuple] = None
@@ -75,6 +79,26 @@ class IVGFPreTrainedModel(PreTrainedModel):
         std = self.config.initializer_range
         if not init_fusion_weights(module, std):
             init_encoder_weights(module, std)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """transformers' ``save_pretrained`` (also behind ``push_to_hub`` and the Trainer's saves and pushes).
+
+        The folder gets the code files and ``auto_map`` (every IVGF class sets ``_auto_class``), so it loads with
+        ``trust_remote_code=True`` without ``ivgf_hf``; task models also record their RGB-T pipeline in
+        ``config.custom_pipelines``, and its file ``pipeline_ivgf.py`` is copied with the model's file.
+        """
+        pipelines = self._custom_pipelines()
+        if pipelines:
+            self.config.custom_pipelines = pipelines
+        elif hasattr(self.config, "custom_pipelines"):  # a base model saved with a task model's configuration
+            del self.config.custom_pipelines
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def _custom_pipelines(self) -> dict:
+        # A relative import in the model's file is what makes transformers copy pipeline_ivgf.py along with it.
+        from .pipeline_ivgf import custom_pipelines
+
+        return custom_pipelines(type(self).__name__)
 
 
 def _check_pixel_arguments(pixel_values, pixel_values_ir) -> None:
@@ -133,9 +157,10 @@ class IVGFModel(IVGFPreTrainedModel):
     returned as they are (no fusion): the single-modality models.
     """
 
+    _auto_class = "AutoModel"
+
     def __init__(self, config: IVGFConfig):
         super().__init__(config)
-        self.gradient_checkpointing = False
         for modality in config.active_modalities:
             encoder = IVGFEncoder(
                 config.encoder_settings(modality), config.layer_norm_eps, config.conv_layer_norm_eps, config.hidden_act
@@ -193,12 +218,6 @@ class IVGFModel(IVGFPreTrainedModel):
                 self.fusions = nn.ModuleList([IVGFSumFusion() for _ in channels])
         self.post_init()
 
-    def _run(self, module: nn.Module, *args):
-        """Call ``module(*args)``, recomputing it in the backward pass when gradient checkpointing is on."""
-        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-            return self._gradient_checkpointing_func(module.__call__, *args)
-        return module(*args)
-
     def _check_inputs(self, pixel_values: torch.Tensor, pixel_values_ir: torch.Tensor):
         if pixel_values.shape[0] != pixel_values_ir.shape[0]:
             raise ValueError(
@@ -221,30 +240,34 @@ class IVGFModel(IVGFPreTrainedModel):
     def _forward_single(self, pixel_values: torch.Tensor, output_hidden_states: bool) -> IVGFModelOutput:
         modality = self.config.modalities
         encoder = getattr(self, f"{modality}_encoder")
-        f1 = self._run(encoder.stage1, pixel_values)
-        f2 = self._run(encoder.stage2, f1)
+        f1 = encoder.stage1(pixel_values)
+        f2 = encoder.stage2(f1)
         tokens, grid = encoder.embed_tokens(f2)
         hidden = [tokens]
         for block in encoder.blocks3:
-            tokens = self._run(block, tokens, grid)
+            tokens = block(tokens, grid)
             hidden.append(tokens)
         f3 = encoder.tokens_to_map(tokens, grid)
-        maps = (f1, f2, f3, self._run(encoder.stage4, f3))
+        maps = (f1, f2, f3, encoder.stage4(f3))
         extras = {}
         if output_hidden_states:
-            extras = {f"{modality}_feature_maps": maps, f"{modality}_hidden_states": tuple(hidden)}
+            extras = {
+                "hidden_states": maps,
+                f"{modality}_feature_maps": maps,
+                f"{modality}_hidden_states": tuple(hidden),
+            }
         return IVGFModelOutput(feature_maps=maps, **extras)
 
     def _enhance(self, index: int, visible: torch.Tensor, infrared: torch.Tensor) -> tuple:
         if not self.config.use_fem:
             return visible, infrared
-        return self._run(self.feature_enhancements[index], visible, infrared)
+        return self.feature_enhancements[index](visible, infrared)
 
     def _forward_fused(self, pixel_values, pixel_values_ir, output_hidden_states: bool) -> IVGFModelOutput:
         vis_encoder, ir_encoder = self.visible_encoder, self.infrared_encoder
-        vis, ir = self._enhance(0, self._run(vis_encoder.stage1, pixel_values), self._run(ir_encoder.stage1, pixel_values_ir))
+        vis, ir = self._enhance(0, vis_encoder.stage1(pixel_values), ir_encoder.stage1(pixel_values_ir))
         vis_maps, ir_maps = [vis], [ir]
-        vis, ir = self._enhance(1, self._run(vis_encoder.stage2, vis), self._run(ir_encoder.stage2, ir))
+        vis, ir = self._enhance(1, vis_encoder.stage2(vis), ir_encoder.stage2(ir))
         vis_maps.append(vis)
         ir_maps.append(ir)
 
@@ -254,25 +277,26 @@ class IVGFModel(IVGFPreTrainedModel):
         tem_after = {block: index for index, block in enumerate(self.config.tem_layers)} if self.config.use_tem else {}
         for index in range(max(len(vis_encoder.blocks3), len(ir_encoder.blocks3))):
             if index < len(vis_encoder.blocks3):
-                vis_tokens = self._run(vis_encoder.blocks3[index], vis_tokens, grid)
+                vis_tokens = vis_encoder.blocks3[index](vis_tokens, grid)
             if index < len(ir_encoder.blocks3):
-                ir_tokens = self._run(ir_encoder.blocks3[index], ir_tokens, grid)
+                ir_tokens = ir_encoder.blocks3[index](ir_tokens, grid)
             if index + 1 in tem_after:
-                vis_tokens, ir_tokens = self._run(self.token_enhancements[tem_after[index + 1]], vis_tokens, ir_tokens)
+                vis_tokens, ir_tokens = self.token_enhancements[tem_after[index + 1]](vis_tokens, ir_tokens)
             vis_hidden.append(vis_tokens)
             ir_hidden.append(ir_tokens)
 
         vis, ir = self._enhance(2, vis_encoder.tokens_to_map(vis_tokens, grid), ir_encoder.tokens_to_map(ir_tokens, grid))
         vis_maps.append(vis)
         ir_maps.append(ir)
-        vis, ir = self._enhance(3, self._run(vis_encoder.stage4, vis), self._run(ir_encoder.stage4, ir))
+        vis, ir = self._enhance(3, vis_encoder.stage4(vis), ir_encoder.stage4(ir))
         vis_maps.append(vis)
         ir_maps.append(ir)
 
-        fused = tuple(self._run(fusion, v, i) for fusion, v, i in zip(self.fusions, vis_maps, ir_maps))
+        fused = tuple(fusion(v, i) for fusion, v, i in zip(self.fusions, vis_maps, ir_maps))
         extras = {}
         if output_hidden_states:
             extras = dict(
+                hidden_states=fused,
                 visible_feature_maps=tuple(vis_maps),
                 infrared_feature_maps=tuple(ir_maps),
                 visible_hidden_states=tuple(vis_hidden),
@@ -294,7 +318,8 @@ class IVGFModel(IVGFPreTrainedModel):
             pixel_values_ir (`torch.FloatTensor` of shape `(batch_size, num_channels_ir, height, width)`, *optional*):
                 Normalised infrared images aligned with the visible ones. A missing modality (None) is replaced by
                 the other one, as in the paper's missing-modality protocol; both None is an error.
-            output_hidden_states (`bool`, *optional*): also return each modality's maps and transformer tokens.
+            output_hidden_states (`bool`, *optional*): also return `hidden_states` (F1..F4) and each modality's maps
+                and transformer tokens.
             return_dict (`bool`, *optional*): return an [`IVGFModelOutput`] instead of a tuple.
 
         Floating-point inputs are cast to the weights' dtype (e.g. bf16 images into an fp32 model); other dtypes,
@@ -324,6 +349,7 @@ class IVGFBackbone(IVGFPreTrainedModel):
     stacked (``num_channels + num_channels_ir`` channels, visible first): they are split here.
     """
 
+    _auto_class = "AutoBackbone"
     stage_names = ["stage1", "stage2", "stage3", "stage4"]
 
     def __init__(self, config: IVGFConfig):
@@ -359,12 +385,15 @@ class IVGFBackbone(IVGFPreTrainedModel):
         if output_attentions:
             raise ValueError("IVGFBackbone does not return attention weights")
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
         stacked = self.config.num_channels + self.config.num_channels_ir
         if pixel_values is not None and pixel_values_ir is None and pixel_values.shape[1] == stacked:
             pixel_values, pixel_values_ir = pixel_values.split([self.config.num_channels, self.config.num_channels_ir], 1)
         output = self.ivgf(pixel_values, pixel_values_ir, output_hidden_states=output_hidden_states, return_dict=True)
         maps = tuple(output.feature_maps[index] for index in self.out_indices)
-        hidden = output.feature_maps if output_hidden_states else None
+        hidden = output.hidden_states
         if not return_dict:
             return (maps,) + ((hidden,) if hidden is not None else ())
         return BackboneOutput(feature_maps=maps, hidden_states=hidden)
@@ -388,6 +417,8 @@ class IVGFForSemanticSegmentation(IVGFPreTrainedModel):
     The heads use BatchNorm as in the paper: training with one image per process needs SyncBatchNorm across
     several processes (the training loop converts it under multi-GPU); a single process needs 2 or more images.
     """
+
+    _auto_class = "AutoModelForSemanticSegmentation"
 
     def __init__(self, config: IVGFConfig):
         super().__init__(config)
@@ -430,7 +461,7 @@ class IVGFForSemanticSegmentation(IVGFPreTrainedModel):
         if labels is not None and self.config.num_labels < 2:
             raise ValueError(f"segmentation needs num_labels >= 2, got {self.config.num_labels}")
         self._check_batch_norm_batch((pixel_values if pixel_values is not None else pixel_values_ir).shape[0])
-        outputs = self.ivgf(pixel_values, pixel_values_ir, return_dict=True)
+        outputs = self.ivgf(pixel_values, pixel_values_ir, output_hidden_states=output_hidden_states, return_dict=True)
         features = list(outputs.feature_maps)
         batch_size = features[0].shape[0]
         size = (features[0].shape[-2] * 4, features[0].shape[-1] * 4)
@@ -445,7 +476,7 @@ class IVGFForSemanticSegmentation(IVGFPreTrainedModel):
                 auxiliary = F.interpolate(self.auxiliary_head(features), size=size, mode="bilinear", align_corners=False)
                 loss = loss + self.config.auxiliary_loss_weight * self._loss(auxiliary, labels)
 
-        hidden_states = outputs.feature_maps if output_hidden_states else None
+        hidden_states = outputs.hidden_states
         if not return_dict:
             output = (logits,) + ((hidden_states,) if hidden_states is not None else ())
             return ((loss,) + output) if loss is not None else output

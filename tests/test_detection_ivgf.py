@@ -113,7 +113,7 @@ def test_eval_returns_detections(eval_model):
         output = eval_model(visible, infrared)
         with_loss = eval_model(visible, infrared, labels=labels)
     assert isinstance(output, IVGFObjectDetectionOutput)
-    assert output.loss is None and output.loss_dict is None and output.feature_maps is None
+    assert output.loss is None and output.loss_dict is None and output.hidden_states is None
     assert len(output.detections) == 2
     for detection in output.detections:
         assert set(detection) == {"boxes", "scores", "labels"}
@@ -149,25 +149,28 @@ def test_non_square_images(eval_model):
     assert (boxes[:, [0, 2]] <= 112).all() and (boxes[:, [1, 3]] <= 64).all() and boxes[:, 2].max() > 64
 
 
-def test_training_mode_needs_labels():
+def test_training_mode_without_labels_returns_detections_and_no_loss():
+    """As transformers' detectors: no labels, no loss; the heads switch to eval mode for the detections only."""
     model = IVGFForObjectDetection(detector_config()).train()
     visible, infrared, _ = synthetic_batch()
-    with pytest.raises(ValueError, match="needs labels in training mode"):
-        model(visible, infrared)
+    output = model(visible, infrared)
+    assert output.loss is None and output.loss_dict is None
+    assert len(output.detections) == 2 and all(set(d) == {"boxes", "scores", "labels"} for d in output.detections)
+    assert model.training and model.rpn.training and model.roi_heads.training
 
 
 def test_tuple_output_and_hidden_states(eval_model):
     visible, infrared, labels = synthetic_batch()
     with torch.no_grad():
         (detections,) = eval_model(visible, infrared, return_dict=False)
-        loss, loss_dict, detections_2, feature_maps = eval_model(
+        loss, loss_dict, detections_2, hidden_states = eval_model(
             visible, infrared, labels=labels, output_hidden_states=True, return_dict=False
         )
     assert isinstance(detections, list) and len(detections) == 2
     assert loss.ndim == 0 and isinstance(loss_dict, dict) and isinstance(detections_2, list)
     f4 = (SIZE // 16 - 3) // 2 + 1
     expected = [(32, SIZE // 4), (48, SIZE // 8), (64, SIZE // 16), (64, f4)]
-    assert [(f.shape[1], f.shape[2]) for f in feature_maps] == expected
+    assert [(f.shape[1], f.shape[2]) for f in hidden_states] == expected
 
 
 def test_missing_modality(eval_model):
@@ -407,7 +410,8 @@ CHILD = textwrap.dedent(
     import torch
     from transformers import AutoModelForObjectDetection
 
-    folder, inputs, result = sys.argv[1:4]
+    folder, inputs, result, threads = sys.argv[1:5]
+    torch.set_num_threads(int(threads))  # as the parent: exact equality needs the same reduction order
     model = AutoModelForObjectDetection.from_pretrained(folder, trust_remote_code=True)
     assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
     assert type(model).__name__ == "IVGFForObjectDetection"
@@ -435,7 +439,7 @@ def test_remote_code_load_in_fresh_process(eval_model, tmp_path, monkeypatch):
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1")
     completed = subprocess.run(
-        [sys.executable, str(script), str(folder), str(inputs), str(result)],
+        [sys.executable, str(script), str(folder), str(inputs), str(result), str(torch.get_num_threads())],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]

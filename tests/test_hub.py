@@ -44,6 +44,7 @@ SEGMENTATION_FILES = [
     "image_processing_ivgf.py",
     "model.safetensors",
     "modeling_ivgf.py",
+    "pipeline_ivgf.py",
     "preprocessor_config.json",
 ]
 COMPAT_PYTHON = os.environ.get("IVGF_COMPAT_PYTHON")

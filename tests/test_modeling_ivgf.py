@@ -4,11 +4,25 @@ import itertools
 
 import pytest
 import torch
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from ivgf_hf import get_config
-from ivgf_hf.modeling import IVGFBackbone, IVGFForSemanticSegmentation, IVGFModel
-from ivgf_hf.modeling.encoder_ivgf import IVGFAttention, IVGFLayerScale, get_2d_sincos_pos_embed
-from ivgf_hf.modeling.fusion_ivgf import IVGFSumFusion
+from ivgf_hf.modeling import IVGFBackbone, IVGFForObjectDetection, IVGFForSemanticSegmentation, IVGFModel
+from ivgf_hf.modeling.encoder_ivgf import (
+    IVGFAttention,
+    IVGFConvBlock,
+    IVGFLayerScale,
+    IVGFPatchEmbed,
+    IVGFStage4Projection,
+    IVGFTransformerBlock,
+    get_2d_sincos_pos_embed,
+)
+from ivgf_hf.modeling.fusion_ivgf import (
+    IVGFAttentionGuidedFusion,
+    IVGFFeatureEnhancement,
+    IVGFSumFusion,
+    IVGFTokenEnhancement,
+)
 
 NUM_LABELS = 5
 HEIGHT, WIDTH = 64, 96
@@ -93,6 +107,28 @@ def test_feature_map_shapes_and_hidden_states():
     assert isinstance(plain, tuple) and torch.equal(plain[0][0], output.feature_maps[0])
 
 
+@pytest.mark.parametrize("model_class", [*ALL_CLASSES, IVGFForObjectDetection])
+@pytest.mark.parametrize("modalities", ["both", "visible"])
+def test_every_class_returns_hidden_states_the_fused_maps(model_class, modalities):
+    """`hidden_states`: the maps F1..F4 (strides 4, 8, 16, 32) that the heads read, on every model class."""
+    config = tiny_config(modalities=modalities)
+    model = model_class(config).eval()
+    reference = IVGFModel(config).eval()
+    reference.load_state_dict(model.ivgf.state_dict() if hasattr(model, "ivgf") else model.state_dict())
+    with torch.no_grad():
+        expected = reference(**inputs()).feature_maps
+        output = model(**inputs(), output_hidden_states=True)
+        tuple_output = model(**inputs(), output_hidden_states=True, return_dict=False)
+        without = model(**inputs())
+    assert isinstance(output.hidden_states, tuple) and len(output.hidden_states) == 4
+    assert all(torch.allclose(h, e, atol=1e-6) for h, e in zip(output.hidden_states, expected))
+    assert any(
+        isinstance(item, tuple) and len(item) == 4 and torch.equal(item[0], output.hidden_states[0])
+        for item in tuple_output
+    )
+    assert without.hidden_states is None
+
+
 def test_segmentation_loss_backward_reaches_every_parameter():
     model = IVGFForSemanticSegmentation(tiny_config()).train()
     output = model(**inputs(), labels=labels())
@@ -172,11 +208,23 @@ def test_gradient_checkpointing_matches_plain_forward():
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    assert model.ivgf.gradient_checkpointing
+    recomputed = set()
+    for module in model.modules():
+        if isinstance(module, GradientCheckpointingLayer):
+            checkpoint = module._gradient_checkpointing_func
+
+            def recording(function, *args, _checkpoint=checkpoint, _name=type(module).__name__, **kwargs):
+                recomputed.add(_name)
+                return _checkpoint(function, *args, **kwargs)
+
+            module._gradient_checkpointing_func = recording
     checkpointed_loss, checkpointed_grads = loss_and_grads()
     assert torch.allclose(plain_loss, checkpointed_loss, atol=1e-6)
     for name, grad in plain_grads.items():
         assert torch.allclose(grad, checkpointed_grads[name], atol=1e-5), name
+    layers = (IVGFPatchEmbed, IVGFConvBlock, IVGFTransformerBlock, IVGFStage4Projection, IVGFFeatureEnhancement,
+              IVGFTokenEnhancement, IVGFAttentionGuidedFusion)
+    assert recomputed == {layer.__name__ for layer in layers}  # transformers' checkpointed layers, all of them
 
 
 def test_missing_modality_is_replaced_by_the_other_image():

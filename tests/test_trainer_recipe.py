@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ivgf_hf.data import generate_synthrgbt
+from ivgf_hf.evaluation import evaluate_compute_metrics, load_evaluate_metric
 from ivgf_hf.evaluation.runner import evaluate_model
 from ivgf_hf.training.data import load_recipe_data
 from ivgf_hf.training.model_setup import build_model
@@ -51,6 +52,14 @@ def test_trainer_trains_and_evaluates_segmentation_with_the_recipe(tmp_path, one
     reference = evaluate_model(trainer.model, data["test"], task="segmentation", processor=processor, batch_size=2)
     assert metrics["eval_mIoU"] == pytest.approx(reference["metrics"]["mIoU"], abs=1e-6)
     assert metrics["eval_pixel_accuracy"] == pytest.approx(reference["metrics"]["pixel_accuracy"], abs=1e-6)
+
+    # the same evaluation through the `evaluate` module
+    trainer.compute_metrics = evaluate_compute_metrics(
+        load_evaluate_metric("rgbt_mean_iou", cache_dir=str(tmp_path / "evaluate")), num_labels=9
+    )
+    with_evaluate = trainer.evaluate()
+    assert with_evaluate["eval_mean_iou"] == pytest.approx(metrics["eval_mIoU"], abs=1e-6)
+    assert with_evaluate["eval_overall_accuracy"] == pytest.approx(metrics["eval_pixel_accuracy"], abs=1e-6)
 
 
 def test_trainer_trains_and_evaluates_detection(tmp_path, one_thread):

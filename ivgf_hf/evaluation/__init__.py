@@ -1,5 +1,6 @@
 """Evaluation metrics, reports and the runner: segmentation mIoU, detection mAP, JSON / markdown / PNG outputs,
-``evaluate_model`` (missing-modality protocols, day / night groups, sliding window, test-time augmentation).
+``evaluate_model`` (missing-modality protocols, day / night groups, sliding window, test-time augmentation), and
+the metrics as Hugging Face ``evaluate`` modules (``load_evaluate_metric("rgbt_mean_iou")``).
 
 Names are loaded on first use, so ``import ivgf_hf.evaluation`` stays light: torchmetrics (which pulls in
 torchvision and transformers) is imported only when a metric class is used, matplotlib only when plotting.
@@ -13,6 +14,9 @@ _EXPORTS = {
     "preprocess_logits_for_metrics": "segmentation",
     "segmentation_compute_metrics": "segmentation",
     "DetectionMetric": "detection",
+    "load_evaluate_metric": "evaluate_metrics",
+    "EVALUATE_METRICS": "evaluate_metrics",
+    "evaluate_compute_metrics": "evaluate_metrics",
     "write_metrics_json": "report",
     "metrics_to_markdown": "report",
     "plot_per_class_bars": "report",

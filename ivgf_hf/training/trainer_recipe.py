@@ -147,7 +147,9 @@ def trainer_arguments(recipe, output_dir, **overrides) -> TrainingArguments:
     return TrainingArguments(**values)
 
 
-def build_trainer(recipe, model, processor, data, output_dir, class_names=None, **argument_overrides) -> IVGFTrainer:
+def build_trainer(
+    recipe, model, processor, data, output_dir, class_names=None, compute_metrics=None, **argument_overrides
+) -> IVGFTrainer:
     """An :class:`IVGFTrainer` for ``model`` on ``data`` (a ``DatasetDict`` with the loaders' columns).
 
     Args:
@@ -159,6 +161,8 @@ def build_trainer(recipe, model, processor, data, output_dir, class_names=None, 
         data: the data set; ``recipe.train_split`` and ``recipe.eval_split`` (if any) are used.
         output_dir: the Trainer's output folder.
         class_names: label names (default: the model's ``id2label``).
+        compute_metrics: segmentation only, replaces the running confusion matrix, e.g. the ``evaluate`` module
+            ``ivgf_hf.evaluation.evaluate_compute_metrics(load_evaluate_metric("rgbt_mean_iou"), num_labels)``.
         **argument_overrides: replace :func:`trainer_arguments` values.
     """
     names = list(class_names or [model.config.id2label[i] for i in range(model.config.num_labels)])
@@ -174,7 +178,7 @@ def build_trainer(recipe, model, processor, data, output_dir, class_names=None, 
         if recipe.task == "segmentation":
             transform = SegmentationEvalTransform(processor=processor, size=recipe.eval_size, size_divisor=32)
             metrics = dict(
-                compute_metrics=segmentation_compute_metrics(len(names), 255, names),
+                compute_metrics=compute_metrics or segmentation_compute_metrics(len(names), 255, names),
                 preprocess_logits_for_metrics=preprocess_logits_for_metrics,
             )
         else:
