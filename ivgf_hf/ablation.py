@@ -9,7 +9,8 @@ with every seed's value. Two regimes, as in the paper:
   the visible-only and infrared-only models of the same seed, trained on the training split; their encoders are
   written in the original ConvMAE / InfMAE checkpoint layout (:func:`ivgf_hf.conversion.save_original_encoder`) and
   loaded through the recipe's ``visible_checkpoint`` / ``infrared_checkpoint``, the path the published InfMAE and
-  MCMAE weights take. The single-modality rows of this regime are those pretraining models.
+  MCMAE weights take, and are fine-tuned with the paper's layer-wise lr decay of 0.75. The single-modality rows of
+  this regime are those pretraining models.
 
 Every (regime, row, seed) cell is saved as ``cells/<regime>-<row>-seed<k>.json`` once done, so an interrupted run
 continues where it stopped and a later call can add rows or seeds. Output folder::
@@ -78,6 +79,8 @@ ROWS = {
 DEFAULT_ROWS = ("ivgf", "sum", "visible_only", "infrared_only")
 REGIMES = ("scratch", "pretrained")
 RECIPE = "synth-seg-cpu"
+# The pretrained regime fine-tunes its encoders with the paper's layer-wise lr decay (ConvMAE's recipe).
+PRETRAINED_LAYER_DECAY = 0.75
 LIGHTINGS = ("all", "day", "night")
 _SINGLE = {"visible_only": "visible", "infrared_only": "infrared"}
 
@@ -113,7 +116,8 @@ def _cell_recipe(out: Path, regime: str, row: str, seed: int, steps: Optional[in
         overrides.update(max_steps=steps, save_every=steps, log_every=max(1, min(20, steps)))
     if regime == "pretrained" and row not in _SINGLE:
         paths = _encoder_paths(out, seed)
-        overrides.update(visible_checkpoint=str(paths["visible"]), infrared_checkpoint=str(paths["infrared"]))
+        overrides.update(visible_checkpoint=str(paths["visible"]), infrared_checkpoint=str(paths["infrared"]),
+                         layer_decay=PRETRAINED_LAYER_DECAY)
     return get_recipe(RECIPE, **overrides)
 
 

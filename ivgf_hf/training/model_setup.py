@@ -70,13 +70,44 @@ def build_model(recipe, class_names, class_weights=None) -> tuple:
         return model.train(), processor, "\n".join(lines)
 
     model = model_class(get_config(recipe.preset, **labels, **recipe.model_overrides))
+    report = f"preset {recipe.preset!r} from scratch (random initialisation)"
+    if recipe.paired_init:
+        shared = _share_initial_weights(model, model_class, recipe, labels)
+        report += f"; paired init: {shared} encoder / head tensors as the seed's sum-fusion model"
     processor = IVGFImageProcessor(ir_num_channels=model.config.num_channels_ir)
     if recipe.infrared_checkpoint or recipe.visible_checkpoint:
         results = load_foundation_weights(model, recipe.infrared_checkpoint, recipe.visible_checkpoint)
         sources = {"infrared": recipe.infrared_checkpoint, "visible": recipe.visible_checkpoint}
-        report = "\n\n".join(f"{name} encoder from {sources[name]}\n{r.report()}" for name, r in results.items())
+        report += "\n\n" + "\n\n".join(
+            f"{name} encoder from {sources[name]}\n{r.report()}" for name, r in results.items()
+        )
         return model.train(), processor, report
-    return model.train(), processor, f"preset {recipe.preset!r} from scratch (random initialisation)"
+    return model.train(), processor, report
+
+
+# Config fields that select the fusion modules or the encoders: the paired-init reference ignores them.
+_VARIANT_FIELDS = ("modalities", "use_fem", "use_tem", "use_agf")
+
+
+def _share_initial_weights(model, model_class, recipe, labels) -> int:
+    """Give ``model`` the initial encoder and head weights of the seed's sum-fusion model; returns the tensor count.
+
+    The reference is built from ``torch.manual_seed(recipe.seed)`` inside a forked RNG (the caller's random state
+    is unchanged), so every variant of one seed (sum fusion, IVGF, an ablation row, a single-modality model) starts
+    from the same encoders and head: a paired comparison, where only the fusion modules differ. Tensors the
+    reference lacks (FEM / TEM / AGF) or whose shape differs keep the model's own initialisation.
+    """
+    overrides = {k: v for k, v in recipe.model_overrides.items() if k not in _VARIANT_FIELDS}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.seed)
+        reference = model_class(
+            get_config(recipe.preset, **labels, **overrides, use_fem=False, use_tem=False, use_agf=False)
+        )
+    reference_state = reference.state_dict()
+    own = model.state_dict()
+    shared = {k: v for k, v in reference_state.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(shared, strict=False)
+    return len(shared)
 
 
 def enable_gradient_checkpointing(model) -> None:

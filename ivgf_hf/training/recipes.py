@@ -89,6 +89,7 @@ class TrainingRecipe:
     init_from: Optional[str] = None
     infrared_checkpoint: Optional[str] = None
     visible_checkpoint: Optional[str] = None
+    paired_init: bool = False
     # optimiser (AdamW)
     learning_rate: float = 1e-4
     weight_decay: float = 0.05
@@ -347,6 +348,7 @@ _PAPER = dict(
 _SYNTH_CPU = dict(
     dataset="synthrgbt",
     preset="tiny",
+    paired_init=True,
     layer_decay=1.0,
     warmup_steps=50,
     warmup_ratio=1e-3,
