@@ -339,3 +339,23 @@ def test_palette_labels_keep_ids_and_16_bit_infrared_or_duplicate_names_are_reje
     reasons = " ".join(p.reason for p in ds.skipped)
     assert "several files named" in reasons and "no infrared partner" in reasons and len(ds.skipped) == 2
     assert len(ds["train"]) == 2
+
+
+def test_m3fd_seeded_split_writes_nothing_unless_asked(worlds, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ds = load_m3fd(worlds["voc"], seed=5)
+    assert len(ds["train"]) + len(ds["test"]) > 0
+    assert list(tmp_path.iterdir()) == [] and ds.split_files == {}
+
+
+def test_the_published_m3fd_split_is_the_loaders_seeded_split():
+    """ivgf_hf/data/splits holds the default seeded split of M3FD's 4,200 names (00000 ... 04199)."""
+    from importlib.resources import files
+
+    from ivgf_hf.data.loaders import _m3fd_split
+
+    expected = _m3fd_split([f"{i:05d}" for i in range(4200)], seed=0, test_fraction=0.1)
+    folder = files("ivgf_hf.data") / "splits"
+    for split in ("train", "test"):
+        assert (folder / f"m3fd_seed0_{split}.txt").read_text().split() == expected[split]
+    assert len(expected["test"]) == 420

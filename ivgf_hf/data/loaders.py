@@ -290,11 +290,11 @@ def load_m3fd(
         root: the data set folder.
         split_files: ``{split: path to a list of names}``. Without it, the sorted names are split with ``seed``
             into ``train`` and ``test`` (``test_fraction`` of them: 3,780 / 420 for the 4,200 pairs, as in the
-            paper) and the lists are written to ``split_out`` (default: the current directory, never inside
-            ``root``) as ``m3fd_seed<seed>_{train,test}.txt`` so the split can be published.
+            paper) and, when ``split_out`` is given (never inside ``root``), the lists are written there as
+            ``m3fd_seed<seed>_{train,test}.txt`` so the split can be published; nothing is written otherwise.
         seed: seed of that split.
         errors: ``"raise"`` or ``"skip"`` broken samples (listed in ``result.skipped``).
-        split_out: folder for the written split lists.
+        split_out: folder for the written split lists (`None`: the lists are not written).
         test_fraction: share of names in the seeded ``test`` split.
         yolo_class_names: names of the YOLO class ids (TarDAL layout); default TarDAL's order.
         check, num_workers: as in :func:`load_mfnet`.
@@ -326,7 +326,7 @@ def load_m3fd(
             lists[split] = [n for n in lists[split] if n in names]
     else:
         lists = _m3fd_split(names, seed, test_fraction)
-        used = _write_split_lists(lists, split_out if split_out is not None else Path.cwd(), root, seed)
+        used = _write_split_lists(lists, split_out, root, seed) if split_out is not None else {}
     datasets = {}
     for split, split_names in lists.items():
         samples, pair_problems = _pair(split_names, modalities, ambiguous)
