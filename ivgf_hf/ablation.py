@@ -47,6 +47,7 @@ __all__ = [
     "run_ablation",
     "summarize_cells",
     "ablation_markdown",
+    "add_impairment_breakdown",
 ]
 
 # The fusion modules exactly as the paper writes them (no trainable-start deviations; docs/model.md).
@@ -138,6 +139,34 @@ def _evaluate(folder: Path, test) -> dict:
     }
 
 
+def _impairment_groups(data_root: Path, test) -> dict:
+    """``{group: test indices}`` from SynthRGBT's ``impairments.json``: "clean" and one group per impairment."""
+    path = data_root / "impairments.json"
+    if not path.exists():
+        return {}
+    images = json.loads(path.read_text(encoding="utf-8"))["images"]
+    groups = {}
+    for index, name in enumerate(test["name"]):
+        applied = images.get(name, {}).get("impairments", {})
+        for group in applied or ("clean",):
+            groups.setdefault(group, []).append(index)
+    return groups
+
+
+def _evaluate_by_impairment(folder: Path, test, groups: dict) -> dict:
+    """mIoU (protocol "none") of the model in ``folder`` on each impairment group of the test split."""
+    from .evaluation.runner import evaluate_model
+    from .inference import load_model_and_processor
+
+    model, processor = load_model_and_processor(folder)
+    scores = {}
+    for group, indices in sorted(groups.items()):
+        result = evaluate_model(model, test.select(indices), task="segmentation", processor=processor,
+                                protocols=("none",))
+        scores[group] = {"mIoU": result["results"]["none"]["all"]["mIoU"], "count": len(indices)}
+    return scores
+
+
 def _run_cell(out: Path, regime: str, row: str, seed: int, steps: Optional[int], threads: Optional[int]) -> dict:
     """Train and evaluate one cell in this process; returns (and saves) its record."""
     import torch
@@ -157,6 +186,9 @@ def _run_cell(out: Path, regime: str, row: str, seed: int, steps: Optional[int],
     final = Path(result.final_model)
     record = {"regime": regime, "row": row, "seed": seed, "steps": recipe.max_steps, "train_seconds": seconds,
               "metrics": _evaluate(final, data["test"])}
+    groups = _impairment_groups(out / "data", data["test"])
+    if groups:
+        record["by_impairment"] = _evaluate_by_impairment(final, data["test"], groups)
     if regime == "scratch" and row in _SINGLE:
         _save_pretrained_encoder(final, _encoder_paths(out, seed)[_SINGLE[row]], _SINGLE[row])
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
@@ -237,6 +269,13 @@ def summarize_cells(cells: list, rows: Sequence[str], regimes: Sequence[str], hi
                 mean, std = _mean_std(list(per_seed.values()))
                 entry[key] = {"mean": mean, "std": std, "seeds": per_seed}
             entry["train_minutes"] = statistics.fmean(c["train_seconds"] for c in chosen) / 60
+            groups = sorted({g for c in chosen for g in c.get("by_impairment", {})})
+            entry["by_impairment"] = {
+                group: dict(zip(("mean", "std"), _mean_std([c.get("by_impairment", {}).get(group, {}).get("mIoU",
+                                                                                                      math.nan)
+                                                            for c in chosen])))
+                for group in groups
+            }
             table[row] = entry
         summary[regime] = table
     return summary
@@ -269,6 +308,15 @@ def ablation_markdown(summary: dict, highlights: Sequence = ()) -> str:
             cells += [_seeds(entry["mIoU_all"]), f"{entry['train_minutes']:.1f} min"]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        groups = sorted({g for entry in table.values() for g in entry.get("by_impairment", {})})
+        if groups:
+            lines += [f"mIoU by impairment of the test image ({regime}; an image can have several):", ""]
+            lines.append("| Model | " + " | ".join(groups) + " |")
+            lines.append("|---" * (len(groups) + 1) + "|")
+            for row, entry in table.items():
+                stats = [entry["by_impairment"].get(g, {"mean": math.nan, "std": math.nan}) for g in groups]
+                lines.append("| " + " | ".join([ROWS[row][0]] + [_pm(stat) for stat in stats]) + " |")
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -306,6 +354,27 @@ def _plot(summary: dict, path: Path) -> Optional[Path]:
 def _threads_per_job(jobs: int) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores // jobs)
+
+
+def add_impairment_breakdown(out_dir, log: Callable[[str], None] = print) -> int:
+    """Evaluate the final model of every finished cell in ``out_dir`` lacking it on each impairment group of the
+    test split (SynthRGBT's ``impairments.json``) and save it in the cell; returns the number of cells updated."""
+    from .data import load_mfnet
+
+    out = Path(out_dir)
+    test = load_mfnet(out / "data", splits=["test"])["test"]
+    groups = _impairment_groups(out / "data", test)
+    updated = 0
+    for path in sorted((out / "cells").glob("*.json")):
+        cell = _load_cell(path)
+        folder = out / "runs" / path.stem / "final_model"
+        if not groups or cell is None or "by_impairment" in cell or not folder.is_dir():
+            continue
+        cell["by_impairment"] = _evaluate_by_impairment(folder, test, groups)
+        path.write_text(json.dumps(_json_ready(cell), indent=1) + "\n", encoding="utf-8")
+        log(f"impairment breakdown: {path.stem}")
+        updated += 1
+    return updated
 
 
 def run_ablation(

@@ -69,6 +69,10 @@ def test_both_regimes_end_to_end_and_resume(tmp_path):
     assert recipe["max_steps"] == 2 and recipe["seed"] == 1
     assert set(result["summary"]) == {"scratch", "pretrained"}
     assert set(result["summary"]["pretrained"]) == {"ivgf", "visible_only", "infrared_only"}
+    cell = json.loads((out / "cells" / "scratch-ivgf-seed1.json").read_text())
+    impairments = json.loads((out / "data" / "impairments.json").read_text())["images"]
+    assert sum(group["count"] for group in cell["by_impairment"].values()) >= 2  # every test image in some group
+    assert set(cell["by_impairment"]) <= {"clean", *{k for v in impairments.values() for k in v["impairments"]}}
     for name in ("ablation.json", "ablation.md", "ablation.png"):
         assert (out / name).stat().st_size > 0
     # A second call reuses every finished cell and can add rows; other data settings are refused.
