@@ -14,7 +14,7 @@ The graph is written by ``torch.onnx.export(..., dynamo=True)`` (the torch.expor
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Sequence, Union
@@ -117,7 +117,6 @@ class OnnxExportResult:
     opset: int
     input_names: list
     output_names: list
-    parity: list = field(default_factory=list)
 
 
 def example_inputs(config, batch_size: int = 1, height: int = 64, width: int = 64, seed: int = 0) -> tuple:
