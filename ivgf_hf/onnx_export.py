@@ -1,14 +1,16 @@
 """ONNX export of IVGF models and an onnxruntime parity check against PyTorch.
 
-* Segmentation: the whole model. Inputs ``pixel_values`` (B, 3, H, W) and ``pixel_values_ir`` (B, C_ir, H, W),
-  output ``logits`` (B, num_labels, H, W); B, H and W are dynamic (H and W multiples of 32, as the processor pads,
-  and at least 64).
-* Detection: the trunk and the feature pyramid (``part="features"``). Inputs as above, outputs ``p2``..``p5`` and
-  ``pool`` (P6), the maps torchvision's RPN and RoI heads read; B, H and W dynamic. The RPN and RoI heads stay in
-  PyTorch (see docs/deployment.md for why: their proposal filtering and NMS have data-dependent shapes).
+* Segmentation (``part="logits"``): the whole model. Inputs ``pixel_values`` (B, 3, H, W) and ``pixel_values_ir``
+  (B, C_ir, H, W), output ``logits`` (B, num_labels, H, W); B, H and W dynamic (H and W multiples of 32, as the
+  processor pads, from 64). Written by ``torch.onnx.export(..., dynamo=True)``.
+* Detection, ``part="detections"``: the whole detector for one image of a fixed size (the example's): outputs
+  ``boxes`` (n, 4) absolute (x0, y0, x1, y1), ``scores`` (n,), ``labels`` (n,) 0-based. torchvision's proposal
+  selection and NMS have data-dependent shapes that ``torch.export`` refuses, so this part uses the TorchScript
+  exporter (``dynamo=False``), whose trace fixes the input size.
+* Detection, ``part="features"``: the trunk and the feature pyramid, outputs ``p2``..``p5`` and ``pool`` (P6),
+  B, H and W dynamic (dynamo exporter); the RPN and RoI heads then run in PyTorch.
 
-The graph is written by ``torch.onnx.export(..., dynamo=True)`` (the torch.export-based exporter) at opset
-:data:`DEFAULT_OPSET`, weights inside the ``.onnx`` file.
+Opset :data:`DEFAULT_OPSET`, weights inside the ``.onnx`` file.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ __all__ = [
     "exportable_pooling",
     "SegmentationLogits",
     "DetectionFeatures",
+    "DetectionOutputs",
     "export_module",
     "export_onnx",
     "example_inputs",
@@ -107,6 +110,20 @@ class DetectionFeatures(nn.Module):
         return tuple(features[name] for name in _FEATURE_NAMES)
 
 
+class DetectionOutputs(nn.Module):
+    """(pixel_values (1, 3, H, W), pixel_values_ir (1, C_ir, H, W)) -> boxes (n, 4) absolute (x0, y0, x1, y1),
+    scores (n,) decreasing, labels (n,) int64 0-based: ``IVGFForObjectDetection``'s detections of the image."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor, pixel_values_ir: torch.Tensor) -> tuple:
+        detections = self.model(pixel_values=pixel_values, pixel_values_ir=pixel_values_ir, return_dict=True)
+        found = detections.detections[0]
+        return found["boxes"], found["scores"], found["labels"]
+
+
 @dataclass
 class OnnxExportResult:
     """What :func:`export_onnx` wrote: the file, the task, the exported part, opset, input and output names."""
@@ -137,19 +154,22 @@ def _dynamic_shapes() -> dict:
 
 
 def export_module(model: nn.Module, part: str = "auto") -> tuple:
-    """``(wrapper module, part, output names)`` for ``model``; ``part``: "auto", "logits" or "features"."""
+    """``(wrapper module, part, output names)`` for ``model``; ``part``: "auto" (segmentation: "logits",
+    detection: "detections"), "logits", "detections" or "features"."""
     from .inference import model_task
 
     task = model_task(model)
     if part == "auto":
-        part = "logits" if task == "segmentation" else "features"
+        part = "logits" if task == "segmentation" else "detections"
     if task == "segmentation" and part == "logits":
         return SegmentationLogits(model).eval(), part, ["logits"]
+    if task == "detection" and part == "detections":
+        return DetectionOutputs(model).eval(), part, ["boxes", "scores", "labels"]
     if task == "detection" and part == "features":
         return DetectionFeatures(model).eval(), part, list(_FEATURE_NAMES)
     raise ValueError(
-        f"cannot export part {part!r} of a {task} model: segmentation exports 'logits', detection 'features' "
-        "(the RPN and RoI heads do not export; see docs/deployment.md)"
+        f"cannot export part {part!r} of a {task} model: segmentation exports 'logits', detection 'detections' "
+        "or 'features'"
     )
 
 
@@ -164,40 +184,50 @@ def export_onnx(
     """Export ``model`` (an IVGF task model, switched to eval mode and float32 on the CPU) to ``path``.
 
     Args:
-        part: "auto" (segmentation: "logits", detection: "features"), or one of them explicitly.
+        part: "auto" (segmentation: "logits", detection: "detections"), or a part named in the module docstring.
         opset: ONNX opset of the graph.
-        example_size: (H, W) of the example traced: multiples of 32, at least 96, not square. The graph accepts
-            other sizes. The tracer keeps only the branch the example takes and fixes every dimension of size 1:
-            a square example whose token grid equals the position tables' pretraining grid would keep their
-            no-resize shortcut, and below 96 pixels the stride-32 map F4 is 1 pixel high or wide.
+        example_size: (H, W) of the example traced, multiples of 32. "detections": the graph's fixed input size.
+            Dynamic parts: at least 96 and not square, as the tracer keeps only the branch the example takes and
+            fixes every dimension of size 1 (a square example whose token grid equals the position tables'
+            pretraining grid would keep their no-resize shortcut; below 96 pixels the map F4 is 1 pixel high or
+            wide); the graph then accepts other sizes.
     """
     model = model.float().cpu().eval()
     module, part, output_names = export_module(model, part)
     height, width = example_size
-    if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE or min(height, width) < _MIN_EXAMPLE_SIZE or height == width:
+    dynamic = part != "detections"
+    smallest = _MIN_EXAMPLE_SIZE if dynamic else _MIN_SIZE
+    if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE or min(height, width) < smallest or (dynamic and height == width):
+        shape = "a non-square (H, W)" if dynamic else "(H, W)"
         raise ValueError(
-            f"example_size must be a non-square (H, W), multiples of {SIZE_MULTIPLE}, at least {_MIN_EXAMPLE_SIZE}; "
+            f"example_size for part {part!r} must be {shape}, multiples of {SIZE_MULTIPLE}, at least {smallest}; "
             f"got {example_size}"
         )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Batch 2 in the example: a batch of 1 would be specialised to the constant 1 by torch.export.
-    example = example_inputs(model.config, 2, height, width)
     input_names = ["pixel_values", "pixel_values_ir"]
     with torch.no_grad(), exportable_pooling(module):
-        program = torch.onnx.export(
-            module,
-            example,
-            dynamo=True,
-            opset_version=opset,
-            input_names=input_names,
-            output_names=output_names,
-            dynamic_shapes=_dynamic_shapes(),
-        )
-    program.save(str(path), external_data=False)
+        if dynamic:
+            # Batch 2 in the example: a batch of 1 would be specialised to the constant 1 by torch.export.
+            program = torch.onnx.export(
+                module, example_inputs(model.config, 2, height, width), dynamo=True, opset_version=opset,
+                input_names=input_names, output_names=output_names, dynamic_shapes=_dynamic_shapes(),
+            )
+            program.save(str(path), external_data=False)
+        else:
+            torch.onnx.export(
+                module, example_inputs(model.config, 1, height, width), str(path), dynamo=False,
+                opset_version=opset, input_names=input_names, output_names=output_names,
+            )
     from .inference import model_task
 
     return OnnxExportResult(path, model_task(model), part, opset, input_names, output_names)
+
+
+def _max_abs_diff(got: torch.Tensor, expected: torch.Tensor) -> float:
+    if got.shape != expected.shape:
+        return float("inf")
+    return float((got.double() - expected.double()).abs().max()) if got.numel() else 0.0
 
 
 def onnx_parity(
@@ -211,7 +241,8 @@ def onnx_parity(
 
     Returns:
         One dict per (H, W) of ``sizes``: ``{"size", "batch_size", "outputs": {name: shape}, "max_abs_diff"}``
-        (the largest absolute difference over every output).
+        (the largest absolute difference over every output; infinite when the shapes differ, e.g. another number
+        of detections).
     """
     import onnxruntime
 
@@ -225,7 +256,7 @@ def onnx_parity(
             expected = module(visible, infrared)
         expected = expected if isinstance(expected, tuple) else (expected,)
         got = session.run(output_names, {"pixel_values": visible.numpy(), "pixel_values_ir": infrared.numpy()})
-        diff = max(float((torch.from_numpy(g) - e).abs().max()) for g, e in zip(got, expected))
+        diff = max(_max_abs_diff(torch.from_numpy(g), e) for g, e in zip(got, expected))
         rows.append({
             "size": (height, width),
             "batch_size": batch_size,
