@@ -39,8 +39,8 @@ __all__ = [
     "onnx_parity",
 ]
 
-# Opset 18 is the oldest the dynamo exporter writes natively (it converts other versions afterwards) and is run
-# by every onnxruntime >= 1.14.
+# Opset 18: the opset of torch's ONNX function library (torchlib), so the dynamo exporter writes it without the
+# version converter (torch's default, 20, is converted afterwards); run by every onnxruntime >= 1.14.
 DEFAULT_OPSET = 18
 # Height and width of an exported graph are multiples of this (the processor's padding unit).
 SIZE_MULTIPLE = 32
