@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import statistics
 import time
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from .modeling.configuration_ivgf import LITERAL_FUSION_DEFAULTS
+from .threads import resolve_num_threads
 
 __all__ = [
     "ROWS",
@@ -351,11 +351,6 @@ def _plot(summary: dict, path: Path) -> Optional[Path]:
     return path
 
 
-def _threads_per_job(jobs: int) -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // jobs)
-
-
 def add_impairment_breakdown(out_dir, log: Callable[[str], None] = print) -> int:
     """Evaluate the final model of every finished cell in ``out_dir`` lacking it on each impairment group of the
     test split (SynthRGBT's ``impairments.json``) and save it in the cell; returns the number of cells updated."""
@@ -401,7 +396,8 @@ def run_ablation(
         seeds: training seeds (the data are the same for all: ``data_seed``).
         regimes: ``"scratch"`` and / or ``"pretrained"``.
         steps: optimizer steps per model (default: the ``synth-seg-cpu`` recipe's 800).
-        jobs: cells trained at once, each in its own process with cores / jobs torch threads.
+        jobs: cells trained at once, each in its own process with cores / jobs torch threads
+            (or ``IVGF_NUM_THREADS``; see :mod:`ivgf_hf.threads`).
         num_train, num_test, height, width, data_seed, impairments: the SynthRGBT data.
         highlights: (class, lighting) IoUs reported next to mIoU.
         log: where progress lines and the tables go.
@@ -435,7 +431,7 @@ def run_ablation(
     plan = _plan(rows, seeds, regimes)
     todo = [cell for cell in plan if _load_cell(out / "cells" / f"{_cell_name(*cell)}.json") is None]
     log(f"{len(plan)} cells, {len(plan) - len(todo)} already done; {jobs} at a time")
-    threads = _threads_per_job(jobs)
+    threads = resolve_num_threads(processes=jobs)
     # The pretraining models run first; the fused pretrained cells wait for their encoders.
     stages = [[c for c in todo if c[0] == "scratch" and c[1] in _SINGLE and "pretrained" in regimes]]
     stages.append([c for c in todo if c not in stages[0]])

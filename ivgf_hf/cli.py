@@ -22,7 +22,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Run one command; expected failures print ``ivgf <command>: <message>`` and exit with status 2."""
     args = build_parser().parse_args(argv)
+    if hasattr(args, "threads"):
+        _apply_threads(args)
     return run_handler(args)
+
+
+def _apply_threads(args) -> None:
+    """Set torch's intra-op threads of a command with ``--threads`` (see ``ivgf_hf.threads``); an explicit
+    count is also exported as ``IVGF_NUM_THREADS`` for the processes the command starts."""
+    import os
+
+    from .threads import ENV_VAR, configure_threads
+
+    try:
+        configure_threads(args.threads)
+    except ValueError as error:
+        raise SystemExit(f"ivgf {args.command}: {error}") from None
+    if args.threads is not None:
+        os.environ[ENV_VAR] = str(args.threads)
 
 
 if __name__ == "__main__":

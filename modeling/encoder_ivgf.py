@@ -101,11 +101,12 @@ def relative_position_index(height: int, width: int, device=None) -> torch.Tenso
     """BEiT relative position index (N, N) for an height x width grid, without class-token entries.
 
     Entry (i, j) is ``(r_i - r_j + height - 1) * (2 * width - 1) + (c_i - c_j + width - 1)`` for tokens i, j at rows
-    r and columns c; it is computed as one broadcast difference of the per-token codes ``r * (2 * width - 1) + c``.
+    r and columns c; it is computed as one broadcast difference of the per-token codes ``r * (2 * width - 1) + c``
+    (built by broadcasting, not ``repeat_interleave``, which the ONNX exporter mistranslates for symbolic sizes).
     """
-    rows = torch.arange(height, device=device).repeat_interleave(width)
-    cols = torch.arange(width, device=device).repeat(height)
-    code = rows * (2 * width - 1) + cols
+    rows = torch.arange(height, device=device)[:, None]
+    cols = torch.arange(width, device=device)[None, :]
+    code = (rows * (2 * width - 1) + cols).reshape(-1)
     return code[:, None] - code[None, :] + ((height - 1) * (2 * width - 1) + width - 1)
 
 

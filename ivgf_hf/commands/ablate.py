@@ -1,5 +1,7 @@
 """``ivgf ablate``: the paper's Table IV rows and the baselines on SynthRGBT over several seeds (mean +- std)."""
 
+from ..threads import add_threads_argument
+
 __all__ = ["register"]
 
 # ivgf_hf.ablation.ROWS / REGIMES / DEFAULT_ROWS, repeated so that `ivgf --help` imports no torch.
@@ -64,4 +66,5 @@ def register(commands) -> None:
     data.add_argument("--height", type=_positive, default=240, help="image height in pixels (default: 240)")
     data.add_argument("--width", type=_positive, default=320, help="image width in pixels (default: 320)")
     data.add_argument("--data-seed", type=int, default=0, help="seed of the data (default: 0)")
+    add_threads_argument(parser)
     parser.set_defaults(handler=_ablate)

@@ -7,6 +7,8 @@ the metrics are summed across processes and the main process writes the files).
 import os
 from pathlib import Path
 
+from ..threads import add_threads_argument
+
 __all__ = ["register", "add_inference_arguments", "parse_scales", "DATASETS"]
 
 DATASETS = ("mfnet", "msrs", "m3fd", "synthrgbt", "paired")
@@ -158,4 +160,5 @@ def register(commands) -> None:
     parser.add_argument("--max-samples", type=int, help="evaluate only the first N samples")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_threads_argument(parser)
     parser.set_defaults(handler=_eval)

@@ -9,6 +9,7 @@ prediction.
 from pathlib import Path
 from typing import NamedTuple, Optional
 
+from ..threads import add_threads_argument
 from .eval import add_inference_arguments, parse_scales
 
 __all__ = ["register", "InputPair", "PredictInputError", "collect_pairs", "output_paths", "predict_pairs"]
@@ -219,4 +220,5 @@ def register(commands) -> None:
     parser.add_argument("--threshold", type=float, default=0.5, help="detection: minimum score drawn (default 0.5)")
     parser.add_argument("--device", help="torch device (default: the model's, CPU)")
     add_inference_arguments(parser)
+    add_threads_argument(parser)
     parser.set_defaults(handler=_predict)

@@ -1,5 +1,7 @@
 """``ivgf quickstart``: SynthRGBT, a small IVGF trained on the CPU, its evaluation, model folder and overlays."""
 
+from ..threads import add_threads_argument
+
 __all__ = ["register"]
 
 
@@ -53,4 +55,5 @@ def register(commands) -> None:
         "--no-export-check", action="store_true",
         help="skip loading the exported model as remote code in a fresh process (saves a few seconds)",
     )
+    add_threads_argument(parser)
     parser.set_defaults(handler=_quickstart)

@@ -4,6 +4,8 @@ import json
 import os
 from pathlib import Path
 
+from ..threads import add_threads_argument
+
 __all__ = ["register"]
 
 # Flags that set the recipe key of the same name. They are applied after --config and before --set.
@@ -128,4 +130,5 @@ def register(commands) -> None:
                        help="skip reloading final_model/ as remote code in a fresh process")
     parser.add_argument("--list-recipes", action="store_true", help="print the named recipes and exit")
     parser.add_argument("--print-recipe", action="store_true", help="print the resolved recipe as JSON and exit")
+    add_threads_argument(parser)
     parser.set_defaults(handler=_train)

@@ -263,7 +263,7 @@ def _build(accelerator, recipe: TrainingRecipe, class_names: list, train_split) 
         enable_gradient_checkpointing(model)
     if recipe.sync_batchnorm and accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # SyncBatchNorm has no CPU kernel
-    optimizer = build_optimizer(model, recipe)
+    optimizer = build_optimizer(model, recipe, device=accelerator.device)
     scheduler = build_scheduler(optimizer, recipe)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     return model, optimizer, scheduler, processor, init_report

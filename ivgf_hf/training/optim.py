@@ -23,6 +23,7 @@ from ..modeling.encoder_ivgf import IVGFEncoder
 __all__ = [
     "encoder_layer_id",
     "layer_decay_parameter_groups",
+    "adam_kernel_flags",
     "build_optimizer",
     "PolynomialWarmupSchedule",
     "build_scheduler",
@@ -94,11 +95,30 @@ def layer_decay_parameter_groups(
     return [groups[key] for key in sorted(groups, key=lambda k: (k[0], k[1]))]
 
 
-def build_optimizer(model: nn.Module, recipe) -> torch.optim.AdamW:
-    """AdamW over :func:`layer_decay_parameter_groups` with the recipe's lr, weight decay, betas and epsilon."""
+def adam_kernel_flags(implementation: str, device: torch.device) -> dict:
+    """AdamW keyword arguments of the recipe's ``adam_implementation`` for parameters trained on ``device``.
+
+    ``"foreach"``: multi-tensor kernels (a few launches per parameter group); ``"fused"``: one fused kernel per
+    group (CUDA, CPU and other devices with a fused AdamW in torch); ``"auto"``: fused on CUDA, foreach elsewhere.
+    """
+    if implementation == "auto":
+        implementation = "fused" if torch.device(device).type == "cuda" else "foreach"
+    if implementation == "foreach":
+        return {"foreach": True}
+    if implementation == "fused":
+        return {"fused": True}
+    raise ValueError(f"adam_implementation must be 'foreach', 'fused' or 'auto', got {implementation!r}")
+
+
+def build_optimizer(model: nn.Module, recipe, device=None) -> torch.optim.AdamW:
+    """AdamW over :func:`layer_decay_parameter_groups` with the recipe's lr, weight decay, betas, epsilon and
+    ``adam_implementation``; ``device`` is where the parameters will train (default: where they are now)."""
     groups = layer_decay_parameter_groups(model, recipe.learning_rate, recipe.weight_decay, recipe.layer_decay)
+    if device is None:
+        device = next(model.parameters()).device
     return torch.optim.AdamW(
-        groups, lr=recipe.learning_rate, betas=tuple(recipe.adam_betas), eps=recipe.adam_epsilon, foreach=True
+        groups, lr=recipe.learning_rate, betas=tuple(recipe.adam_betas), eps=recipe.adam_epsilon,
+        **adam_kernel_flags(recipe.adam_implementation, device),
     )
 
 

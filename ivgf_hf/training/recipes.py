@@ -34,6 +34,7 @@ TASK_OF_DATASET = {"mfnet": "segmentation", "msrs": "segmentation", "m3fd": "det
 DATASETS = tuple(TASK_OF_DATASET)
 TASKS = ("segmentation", "detection")
 MIXED_PRECISION = ("no", "fp16", "bf16")
+ADAM_IMPLEMENTATIONS = ("foreach", "fused", "auto")  # see ivgf_hf.training.optim.adam_kernel_flags
 CLASS_WEIGHTINGS = ("none", "enet")  # see ivgf_hf.training.class_weights
 DEFAULT_BEST_METRIC = {"segmentation": "mIoU", "detection": "mAP"}
 # Fields that may change when a run is resumed: they do not alter the training trajectory.
@@ -96,6 +97,7 @@ class TrainingRecipe:
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_epsilon: float = 1e-8
     layer_decay: float = 0.75
+    adam_implementation: str = "foreach"
     max_grad_norm: Optional[float] = None
     # schedule: linear warm-up times polynomial decay, per optimizer step
     max_steps: int = 240_000
@@ -136,6 +138,7 @@ class TrainingRecipe:
         _check_choice("task", self.task, TASKS)
         _check_choice("dataset", self.dataset, DATASETS)
         _check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
+        _check_choice("adam_implementation", self.adam_implementation, ADAM_IMPLEMENTATIONS)
         _check_choice("class_weighting", self.class_weighting, CLASS_WEIGHTINGS)
         if self.class_weighting != "none" and self.task != "segmentation":
             raise RecipeError(f"class_weighting {self.class_weighting!r} applies to segmentation only")
