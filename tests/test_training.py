@@ -457,3 +457,31 @@ def test_checkpoints_check_free_space_and_clean_up_a_failed_write(tmp_path, monk
     with pytest.raises(ValueError, match="not about space"):  # other failures keep their type, still cleaned up
         manager.save(_FakeAccelerator(error=ValueError("not about space")), TrainingProgress(global_step=4))
     assert sorted(p.name for p in manager.folder.iterdir()) == ["step-00000001"]
+
+
+def test_paired_init_gives_every_variant_of_a_seed_the_same_encoders_and_head():
+    """synth-seg-cpu's paired_init: sum fusion, IVGF and a single-modality model of one seed start alike, and the
+    caller's random state is untouched."""
+    variants = {"sum": {"use_fem": False, "use_tem": False, "use_agf": False}, "ivgf": {},
+                "visible": {"modalities": "visible"}}
+    states, reports = {}, {}
+    for name, overrides in variants.items():
+        torch.manual_seed(123)
+        recipe = get_recipe("synth-seg-cpu", seed=3, model_overrides=overrides)
+        rng = torch.get_rng_state()
+        model, _, reports[name] = build_model(recipe, ["a", "b", "c"])
+        states[name] = model.state_dict()
+    assert all(torch.equal(states["sum"][k], states["ivgf"][k]) for k in states["sum"])
+    assert all(torch.equal(states["sum"][k], v) for k, v in states["visible"].items())
+    assert "paired init" in reports["ivgf"]
+    recipe = get_recipe("synth-seg-cpu", seed=3, paired_init=False)
+    torch.manual_seed(123)
+    unpaired = build_model(recipe, ["a", "b", "c"])[0].state_dict()
+    assert not torch.equal(unpaired["decode_head.classifier.weight"], states["ivgf"]["decode_head.classifier.weight"])
+    torch.manual_seed(123)
+    rng = torch.get_rng_state()
+    build_model(get_recipe("synth-seg-cpu", seed=3), ["a", "b", "c"])
+    plain_after = torch.get_rng_state()
+    torch.manual_seed(123)
+    build_model(get_recipe("synth-seg-cpu", seed=3, paired_init=False), ["a", "b", "c"])
+    assert torch.equal(plain_after, torch.get_rng_state()) and not torch.equal(rng, plain_after)

@@ -70,19 +70,18 @@ def build_model(recipe, class_names, class_weights=None) -> tuple:
         return model.train(), processor, "\n".join(lines)
 
     model = model_class(get_config(recipe.preset, **labels, **recipe.model_overrides))
-    report = f"preset {recipe.preset!r} from scratch (random initialisation)"
+    paired = ""
     if recipe.paired_init:
         shared = _share_initial_weights(model, model_class, recipe, labels)
-        report += f"; paired init: {shared} encoder / head tensors as the seed's sum-fusion model"
+        paired = f"paired init: {shared} encoder / head tensors as the seed's sum-fusion model"
     processor = IVGFImageProcessor(ir_num_channels=model.config.num_channels_ir)
     if recipe.infrared_checkpoint or recipe.visible_checkpoint:
         results = load_foundation_weights(model, recipe.infrared_checkpoint, recipe.visible_checkpoint)
         sources = {"infrared": recipe.infrared_checkpoint, "visible": recipe.visible_checkpoint}
-        report += "\n\n" + "\n\n".join(
-            f"{name} encoder from {sources[name]}\n{r.report()}" for name, r in results.items()
-        )
-        return model.train(), processor, report
-    return model.train(), processor, report
+        parts = [f"{name} encoder from {sources[name]}\n{r.report()}" for name, r in results.items()]
+        return model.train(), processor, "\n\n".join(parts + ([paired] if paired else []))
+    report = f"preset {recipe.preset!r} from scratch (random initialisation)"
+    return model.train(), processor, report + (f"; {paired}" if paired else "")
 
 
 # Config fields that select the fusion modules or the encoders: the paired-init reference ignores them.
