@@ -74,6 +74,10 @@ ROWS = {
     "ivgf_cma": ("IVGF + CMA", {"cma": True}),
     "ivgf_literal": ("IVGF, literal paper form", {"model_overrides": dict(LITERAL_PAPER_FUSION)}),
     "ivgf_no_fan_init": ("IVGF without fan init", {"model_overrides": {"fusion_fan_init": False}}),
+    "ivgf_fast_tem": (
+        "IVGF, TEM prompts in (0, 2) from 1",
+        {"model_overrides": {"tem_prompt_range": 2.0, "tem_initial_prompt": 1.0}},
+    ),
     "visible_only": ("Visible only", {"model_overrides": {"modalities": "visible"}, "cma": False}),
     "infrared_only": ("Infrared only", {"model_overrides": {"modalities": "infrared"}, "cma": False}),
 }

@@ -45,7 +45,9 @@ def test_modules_follow_the_fields():
     names = {name for name, _ in trainable.named_parameters()} - {name for name, _ in literal.named_parameters()}
     assert names and all(".scales." in n or "merge_scale" in n or "_norm." in n for n in names)
     assert all(fusion.residual and fusion.norm for fusion in trainable.fusions)
-    assert all(tem.prompt_range == 2.0 for tem in trainable.token_enhancements)
+    assert all(tem.prompt_range == 1.0 for tem in trainable.token_enhancements)
+    fast = IVGFModel(get_config("tiny", tem_prompt_range=2.0, tem_initial_prompt=1.0))
+    assert all(tem.prompt_range == 2.0 for tem in fast.token_enhancements)
     assert not any(fusion.residual or fusion.norm for fusion in literal.fusions)
 
 
