@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .modeling.image_processing_ivgf import LUMA_WEIGHTS
+from .modeling.modeling_ivgf import LUMA_WEIGHTS
 
 __all__ = [
     "PROTOCOLS",

@@ -23,9 +23,6 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 __all__ = ["IVGFImageProcessor"]
 
 # PIL.Image.Resampling values -> torch interpolation modes ("nearest-exact" samples pixel centres, like PIL).
-# ITU-R BT.601 luma: the grey level of an RGB image wherever IVGF converts one (missing infrared image in the
-# Table VI protocol, cutout&mix patches, the model's in-forward replacement).
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 _RESAMPLE_MODES = {0: "nearest-exact", 2: "bilinear", 3: "bicubic"}
 _CHANNEL_COUNTS = (1, 3, 4)
 # The smallest input IVGF's encoders take (3 tokens of the stride-16 stage per side): padding never stops below it.

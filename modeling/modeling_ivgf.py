@@ -27,7 +27,6 @@ from .fusion_ivgf import (
     IVGFTokenEnhancement,
     init_fusion_weights,
 )
-from .image_processing_ivgf import LUMA_WEIGHTS
 
 __all__ = [
     "IVGFPreTrainedModel",
@@ -37,6 +36,10 @@ __all__ = [
     "IVGFForSemanticSegmentation",
 ]
 
+
+# ITU-R BT.601 luma: the grey level of an RGB image wherever IVGF converts one (missing infrared image in the
+# Table VI protocol, cutout&mix patches, the model's in-forward replacement).
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 @dataclass
 class IVGFModelOutput(ModelOutput):

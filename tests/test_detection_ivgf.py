@@ -22,6 +22,7 @@ from ivgf_hf.modeling.detection_ivgf import (
     IVGFObjectDetectionOutput,
     labels_to_torchvision_targets,
 )
+from ivgf_hf.modeling.modeling_ivgf import LUMA_WEIGHTS
 
 NUM_LABELS = 3
 SIZE = 64
@@ -177,7 +178,8 @@ def test_missing_modality(eval_model):
     visible, infrared, _ = synthetic_batch()
     with torch.no_grad():
         without_ir = eval_model(visible, None).detections
-        grey_ir = eval_model(visible, visible.mean(dim=1, keepdim=True)).detections
+        luma = (visible * torch.tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+        grey_ir = eval_model(visible, luma).detections
         without_visible = eval_model(None, infrared).detections
     for a, b in zip(without_ir, grey_ir):
         assert torch.allclose(a["boxes"], b["boxes"], atol=1e-4) and torch.equal(a["labels"], b["labels"])

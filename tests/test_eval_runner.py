@@ -22,6 +22,7 @@ from ivgf_hf.inference import (
     window_starts,
 )
 from ivgf_hf.modeling import IVGFForSemanticSegmentation, IVGFImageProcessor
+from ivgf_hf.modeling.modeling_ivgf import LUMA_WEIGHTS
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -135,9 +136,9 @@ def test_protocols_give_the_model_the_other_modality_before_normalisation():
     torch.testing.assert_close(missing_visible[region], infrared.expand(-1, 3, -1, -1), atol=1e-3, rtol=0)
     torch.testing.assert_close(missing_visible_ir[region], infrared, atol=1e-3, rtol=0)
 
-    missing_ir_visible, missing_ir = raw[2]  # infrared := the visible channel mean, rounded to 8 bits
+    missing_ir_visible, missing_ir = raw[2]  # infrared := the visible image's BT.601 luma, rounded to 8 bits
     torch.testing.assert_close(missing_ir_visible[region], visible, atol=1e-3, rtol=0)
-    expected = torch.tensor([[[20.0, 20, 53], [53, 87, 87]], [[87, 87, 87], [20, 20, 20]]])[:, None]
+    expected = (visible * torch.tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)).sum(dim=1, keepdim=True).round()
     torch.testing.assert_close(missing_ir[region], expected, atol=1e-3, rtol=0)
 
 
@@ -150,7 +151,7 @@ def test_apply_protocol_on_raw_arrays():
     np.testing.assert_array_equal(new_visible, [[[7, 7, 7], [9, 9, 9]]])
     assert kept is infrared
     kept, new_infrared = apply_protocol(visible, infrared, "infrared_missing")
-    np.testing.assert_array_equal(new_infrared, [[20, 255]])
+    np.testing.assert_array_equal(new_infrared, [[12, 255]])  # BT.601: 0.587 * 10 + 0.114 * 50 = 11.57
     assert new_infrared.dtype == np.uint8 and kept is visible
     with pytest.raises(ValueError, match="protocol must be one of"):
         apply_protocol(visible, infrared, "thermal_missing")

@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..modeling.image_processing_ivgf import LUMA_WEIGHTS
+from ..modeling.modeling_ivgf import LUMA_WEIGHTS
 
 __all__ = ["CutoutMixConfig", "CutoutMix", "CutoutMixMasks", "LUMA_WEIGHTS"]
 
