@@ -1,6 +1,7 @@
 """``ivgf ablate``: the paper's Table IV rows and the baselines on SynthRGBT over several seeds (mean +- std)."""
 
 from ..threads import add_threads_argument
+from .quickstart import add_synthrgbt_arguments, positive_int
 
 __all__ = ["register"]
 
@@ -30,13 +31,6 @@ def _ablate(args) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(text)
-    return value
-
-
 def register(commands) -> None:
     parser = commands.add_parser(
         "ablate",
@@ -50,21 +44,14 @@ def register(commands) -> None:
     parser.add_argument("--rows", nargs="+", choices=_ROWS, default=list(_DEFAULT_ROWS), metavar="ROW",
                         help=f"rows to train (default: {' '.join(_DEFAULT_ROWS)}); choices: {', '.join(_ROWS)}")
     parser.add_argument("--table-iv", action="store_true", help="add every Table IV row (baseline ... IVGF + CMA)")
-    parser.add_argument("--seeds", type=_positive, default=3, help="number of training seeds (default: 3)")
+    parser.add_argument("--seeds", type=positive_int, default=3, help="number of training seeds (default: 3)")
     parser.add_argument("--first-seed", type=int, default=0, help="first training seed (default: 0)")
     parser.add_argument("--regime", choices=(*_REGIMES, "both"), default="scratch",
                         help="scratch, pretrained (encoders from the single-modality models) or both")
-    parser.add_argument("--steps", type=_positive, help="optimizer steps per model (default: the recipe's 800)")
-    parser.add_argument("--jobs", type=_positive, default=1,
+    parser.add_argument("--steps", type=positive_int, help="optimizer steps per model (default: the recipe's 800)")
+    parser.add_argument("--jobs", type=positive_int, default=1,
                         help="models trained at once, each with cores / jobs threads (default: 1)")
-    data = parser.add_argument_group("SynthRGBT")
-    data.add_argument("--impairments", default="realistic",
-                      help="'realistic' (glare, thermal crossover, sensor dropout, misregistration) or 'none' "
-                      "(the original world); default: realistic")
-    data.add_argument("--num-train", type=_positive, default=192, help="training pairs (default: 192)")
-    data.add_argument("--num-test", type=_positive, default=48, help="test pairs, half at night (default: 48)")
-    data.add_argument("--height", type=_positive, default=240, help="image height in pixels (default: 240)")
-    data.add_argument("--width", type=_positive, default=320, help="image width in pixels (default: 320)")
+    data = add_synthrgbt_arguments(parser)
     data.add_argument("--data-seed", type=int, default=0, help="seed of the data (default: 0)")
     add_threads_argument(parser)
     parser.set_defaults(handler=_ablate)

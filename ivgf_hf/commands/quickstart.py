@@ -19,11 +19,25 @@ def _quickstart(args) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
     value = int(text)
     if value < 1:
         raise ValueError(text)
     return value
+
+
+def add_synthrgbt_arguments(parser):
+    """The SynthRGBT options shared by ``ivgf quickstart`` and ``ivgf ablate``; returns their argument group."""
+    data = parser.add_argument_group("SynthRGBT")
+    data.add_argument("--num-train", type=positive_int, default=192, help="training pairs (default: 192)")
+    data.add_argument("--num-test", type=positive_int, default=48, help="test pairs, half at night (default: 48)")
+    data.add_argument("--height", type=positive_int, default=240, help="image height in pixels (default: 240)")
+    data.add_argument("--width", type=positive_int, default=320, help="image width in pixels (default: 320)")
+    data.add_argument("--impairments", default="realistic",
+                      help="'realistic' (glare, thermal crossover, sensor dropout, misregistration) or 'none' "
+                      "(the original world); default: realistic")
+    return data
 
 
 def register(commands) -> None:
@@ -37,20 +51,13 @@ def register(commands) -> None:
     )
     parser.add_argument("--out", default="ivgf-quickstart", help="output folder (default: ./ivgf-quickstart)")
     parser.add_argument("--compare", action="store_true", help="also train and compare the three baselines")
-    parser.add_argument("--seeds", type=_positive, default=1,
+    parser.add_argument("--seeds", type=positive_int, default=1,
                         help="with --compare: train every model for this many seeds and print mean ± std (default: 1)")
-    parser.add_argument("--steps", type=_positive, help="optimizer steps per model (default: the recipe's 800)")
+    parser.add_argument("--steps", type=positive_int, help="optimizer steps per model (default: the recipe's 800)")
     parser.add_argument("--overwrite", action="store_true", help="replace a previous quickstart run in --out")
-    data = parser.add_argument_group("SynthRGBT size")
-    data.add_argument("--num-train", type=_positive, default=192, help="training pairs (default: 192)")
-    data.add_argument("--num-test", type=_positive, default=48, help="test pairs, half at night (default: 48)")
-    data.add_argument("--height", type=_positive, default=240, help="image height in pixels (default: 240)")
-    data.add_argument("--width", type=_positive, default=320, help="image width in pixels (default: 320)")
-    data.add_argument("--impairments", default="realistic",
-                      help="'realistic' (glare, thermal crossover, sensor dropout, misregistration) or 'none' "
-                      "(the original world); default: realistic")
+    data = add_synthrgbt_arguments(parser)
     data.add_argument("--seed", type=int, default=0, help="seed of the data and of training (default: 0)")
-    parser.add_argument("--num-predictions", type=_positive, default=6, help="test images drawn (default: 6)")
+    parser.add_argument("--num-predictions", type=positive_int, default=6, help="test images drawn (default: 6)")
     parser.add_argument(
         "--no-export-check", action="store_true",
         help="skip loading the exported model as remote code in a fresh process (saves a few seconds)",
