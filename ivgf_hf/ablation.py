@@ -48,6 +48,8 @@ __all__ = [
     "summarize_cells",
     "ablation_markdown",
     "add_impairment_breakdown",
+    "lighting_metrics",
+    "json_ready",
 ]
 
 # The fusion modules exactly as the paper writes them (no trainable-start deviations; docs/model.md).
@@ -132,7 +134,13 @@ def _evaluate(folder: Path, test) -> dict:
     from .inference import load_model_and_processor
 
     model, processor = load_model_and_processor(folder)
-    result = evaluate_model(model, test, task="segmentation", processor=processor, protocols=("none",))
+    return lighting_metrics(evaluate_model(model, test, task="segmentation", processor=processor,
+                                           protocols=("none",)))
+
+
+def lighting_metrics(result: dict) -> dict:
+    """``{lighting: {"mIoU", "per_class_iou"}}`` (fractions, NaN where absent) of an ``evaluate_model`` result's
+    protocol "none": the metrics a cell records."""
     groups = result["results"]["none"]
     return {
         lighting: {
@@ -197,7 +205,7 @@ def _run_cell(out: Path, regime: str, row: str, seed: int, steps: Optional[int],
         _save_pretrained_encoder(final, _encoder_paths(out, seed)[_SINGLE[row]], _SINGLE[row])
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     (out / "cells").mkdir(exist_ok=True)
-    (out / "cells" / f"{name}.json").write_text(json.dumps(_json_ready(record), indent=1) + "\n", encoding="utf-8")
+    (out / "cells" / f"{name}.json").write_text(json.dumps(json_ready(record), indent=1) + "\n", encoding="utf-8")
     return record
 
 
@@ -210,11 +218,12 @@ def _save_pretrained_encoder(model_folder: Path, path: Path, modality: str) -> N
     save_original_encoder(getattr(model.ivgf, f"{modality}_encoder"), path)
 
 
-def _json_ready(value):
+def json_ready(value):
+    """``value`` with NaN (a class or lighting absent from the test split) replaced by None, recursively."""
     if isinstance(value, dict):
-        return {key: _json_ready(item) for key, item in value.items()}
+        return {key: json_ready(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_json_ready(item) for item in value]
+        return [json_ready(item) for item in value]
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
@@ -370,7 +379,7 @@ def add_impairment_breakdown(out_dir, log: Callable[[str], None] = print) -> int
         if not groups or cell is None or "by_impairment" in cell or not folder.is_dir():
             continue
         cell["by_impairment"] = _evaluate_by_impairment(folder, test, groups)
-        path.write_text(json.dumps(_json_ready(cell), indent=1) + "\n", encoding="utf-8")
+        path.write_text(json.dumps(json_ready(cell), indent=1) + "\n", encoding="utf-8")
         log(f"impairment breakdown: {path.stem}")
         updated += 1
     return updated
@@ -455,7 +464,7 @@ def run_ablation(
     summary = summarize_cells(cells, rows, regimes, highlights)
     markdown = ablation_markdown(summary, highlights)
     paths = {"json": out / "ablation.json", "markdown": out / "ablation.md"}
-    paths["json"].write_text(json.dumps(_json_ready({"summary": summary, "cells": cells}), indent=1) + "\n",
+    paths["json"].write_text(json.dumps(json_ready({"summary": summary, "cells": cells}), indent=1) + "\n",
                              encoding="utf-8")
     paths["markdown"].write_text(markdown, encoding="utf-8")
     plot = _plot(summary, out / "ablation.png")

@@ -148,28 +148,13 @@ def comparison_markdown(rows: list) -> str:
 
 def seed_cells(evaluated_by_seed: dict) -> list:
     """Ablation-style cell records (``ivgf_hf.ablation``) from ``{(variant, seed): entry}`` of protocol "none"."""
-    cells = []
-    for (name, seed), entry in evaluated_by_seed.items():
-        groups = entry["result"]["results"]["none"]
-        metrics = {
-            lighting: {
-                "mIoU": groups.get(lighting, {}).get("mIoU", math.nan),
-                "per_class_iou": dict(groups.get(lighting, {}).get("per_class_iou", {})),
-            }
-            for lighting in LIGHTINGS
-        }
-        cells.append({"regime": "scratch", "row": _ABLATION_ROWS[name], "seed": seed, "steps": entry["steps"],
-                      "train_seconds": entry["seconds"], "metrics": metrics})
-    return cells
+    from .ablation import lighting_metrics
 
-
-def _json_ready(value):
-    """``value`` with NaN (a class or lighting absent from the test split) replaced by None, recursively."""
-    if isinstance(value, dict):
-        return {key: _json_ready(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_json_ready(item) for item in value]
-    return None if _is_missing(value) else value
+    return [
+        {"regime": "scratch", "row": _ABLATION_ROWS[name], "seed": seed, "steps": entry["steps"],
+         "train_seconds": entry["seconds"], "metrics": lighting_metrics(entry["result"])}
+        for (name, seed), entry in evaluated_by_seed.items()
+    ]
 
 
 def _protocol_table(result: dict) -> str:
@@ -217,6 +202,7 @@ def run_quickstart(
     """
     if seeds < 1:
         raise ValueError(f"seeds must be a positive integer, got {seeds}")
+    from .ablation import json_ready
     from .data import generate_synthrgbt, load_mfnet
     from .evaluation.runner import evaluate_model, write_evaluation_report
     from .inference import load_model_and_processor
@@ -266,7 +252,7 @@ def run_quickstart(
         table = comparison_markdown(rows)
         summary += [f"### Fusion against the baselines (protocol: none missing, seed {seed})", "", table]
         (out / "comparison.md").write_text(table, encoding="utf-8")
-        (out / "comparison.json").write_text(json.dumps(_json_ready(rows), indent=2) + "\n", encoding="utf-8")
+        (out / "comparison.json").write_text(json.dumps(json_ready(rows), indent=2) + "\n", encoding="utf-8")
     if compare and seeds > 1:
         from .ablation import ablation_markdown, summarize_cells
 
@@ -277,7 +263,7 @@ def run_quickstart(
         summary += [f"### Over {seeds} training seeds (mean ± std, protocol: none missing)", "", seed_table]
         (out / "seeds.md").write_text(seed_table, encoding="utf-8")
         (out / "seeds.json").write_text(
-            json.dumps(_json_ready({"summary": seed_summary, "cells": cells}), indent=1) + "\n", encoding="utf-8"
+            json.dumps(json_ready({"summary": seed_summary, "cells": cells}), indent=1) + "\n", encoding="utf-8"
         )
     text = "\n".join(summary)
     (out / "summary.md").write_text(text, encoding="utf-8")

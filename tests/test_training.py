@@ -468,7 +468,6 @@ def test_paired_init_gives_every_variant_of_a_seed_the_same_encoders_and_head():
     for name, overrides in variants.items():
         torch.manual_seed(123)
         recipe = get_recipe("synth-seg-cpu", seed=3, model_overrides=overrides)
-        rng = torch.get_rng_state()
         model, _, reports[name] = build_model(recipe, ["a", "b", "c"])
         states[name] = model.state_dict()
     assert all(torch.equal(states["sum"][k], states["ivgf"][k]) for k in states["sum"])
