@@ -34,6 +34,8 @@ def _apply_threads(args) -> None:
 
     from .threads import ENV_VAR, configure_threads
 
+    if args.threads is None and ENV_VAR not in os.environ:
+        return  # torch's own default: the automatic policy changed the rounding of resumed runs (see #16)
     try:
         configure_threads(args.threads)
     except ValueError as error:
