@@ -80,6 +80,10 @@ ROWS = {
         "IVGF, TEM prompts in (0, 2) from 1",
         {"model_overrides": {"tem_prompt_range": 2.0, "tem_initial_prompt": 1.0}},
     ),
+    "ivgf_relative_tem": (
+        "IVGF, TEM prompts relative within each image",
+        {"model_overrides": {"tem_relative_prompts": True, "tem_prompt_range": 2.0, "tem_initial_prompt": 1.0}},
+    ),
     "visible_only": ("Visible only", {"model_overrides": {"modalities": "visible"}, "cma": False}),
     "infrared_only": ("Infrared only", {"model_overrides": {"modalities": "infrared"}, "cma": False}),
 }

@@ -48,6 +48,9 @@ def test_modules_follow_the_fields():
     assert all(tem.prompt_range == 1.0 for tem in trainable.token_enhancements)
     fast = IVGFModel(get_config("tiny", tem_prompt_range=2.0, tem_initial_prompt=1.0))
     assert all(tem.prompt_range == 2.0 for tem in fast.token_enhancements)
+    assert not any(tem.relative_prompts for tem in fast.token_enhancements)
+    relative = IVGFModel(get_config("tiny", tem_relative_prompts=True))
+    assert all(tem.relative_prompts for tem in relative.token_enhancements)
     assert not any(fusion.residual or fusion.norm for fusion in literal.fusions)
 
 
