@@ -84,6 +84,10 @@ ROWS = {
         "IVGF, TEM prompts relative within each image",
         {"model_overrides": {"tem_relative_prompts": True, "tem_prompt_range": 2.0, "tem_initial_prompt": 1.0}},
     ),
+    "ivgf_zero_merge": (
+        "IVGF, AGF merge readout zero-initialised",
+        {"model_overrides": {"agf_zero_init_merge": True}},
+    ),
     "visible_only": ("Visible only", {"model_overrides": {"modalities": "visible"}, "cma": False}),
     "infrared_only": ("Infrared only", {"model_overrides": {"modalities": "infrared"}, "cma": False}),
 }

@@ -31,6 +31,7 @@ TRAINABLE_FUSION_DEFAULTS = {
     "tem_relative_prompts": False,
     "agf_residual": True,
     "agf_norm": True,
+    "agf_zero_init_merge": False,
 }
 LITERAL_FUSION_DEFAULTS = {
     "fusion_fan_init": False,
@@ -40,6 +41,7 @@ LITERAL_FUSION_DEFAULTS = {
     "tem_relative_prompts": False,
     "agf_residual": False,
     "agf_norm": False,
+    "agf_zero_init_merge": False,
 }
 _FEM_MODES = ("parallel", "serial", "channel", "spatial")
 
@@ -145,10 +147,15 @@ class IVGFConfig(PretrainedConfig):
             sum baseline. `False` is eq. 20 as written (`M(...)` alone, no identity path).
         agf_norm (`bool`, *optional*, defaults to `True`):
             LayerNorm on each modality's tokens before AGF's query / key / value projections.
+        agf_zero_init_merge (`bool`, *optional*, defaults to `False`):
+            With `agf_residual`: AGF returns `F_vis + F_ir + M(...)` with M's last 1x1 convolution initialised to
+            zero, instead of a per-channel gamma from 0 (docs/model.md).
 
-            The seven fusion fields above (`fem_scaled_residual`, `fusion_fan_init`, `tem_prompt_range`,
-            `tem_initial_prompt`, `tem_relative_prompts`, `agf_residual`, `agf_norm`) take `None` for "not given" (their defaults); a config.json saved before
-            they existed loads with the literal paper values (`LITERAL_FUSION_DEFAULTS`), as it was trained.
+            The fusion fields above (`fem_scaled_residual`, `fusion_fan_init`, `tem_prompt_range`,
+            `tem_initial_prompt`, `tem_relative_prompts`, `agf_residual`, `agf_norm`, `agf_zero_init_merge`) take
+            `None` for "not given" (their defaults in `TRAINABLE_FUSION_DEFAULTS`); in a config.json saved before a
+            field existed, that field takes its literal paper value (`LITERAL_FUSION_DEFAULTS`), which is how the
+            model was built then.
         hidden_size (`int`, *optional*, defaults to 768):
             Channels of the UperNet decode head.
         pool_scales (`list[int]`, *optional*, defaults to `[1, 2, 3, 6]`):
@@ -258,6 +265,7 @@ class IVGFConfig(PretrainedConfig):
         agf_kv_stride=(1, 1, 1, 1),
         agf_residual=None,
         agf_norm=None,
+        agf_zero_init_merge=None,
         hidden_size=768,
         pool_scales=(1, 2, 3, 6),
         use_auxiliary_head=True,
@@ -299,11 +307,12 @@ class IVGFConfig(PretrainedConfig):
             tem_relative_prompts=tem_relative_prompts,
             agf_residual=agf_residual,
             agf_norm=agf_norm,
+            agf_zero_init_merge=agf_zero_init_merge,
         )
-        # `None` means "not given": the trainable defaults, except in a config.json saved before these fields
-        # existed (it has a transformers_version and none of them), which keeps the modules it was trained with.
-        saved_before = "transformers_version" in kwargs and all(value is None for value in fusion.values())
-        defaults = LITERAL_FUSION_DEFAULTS if saved_before else TRAINABLE_FUSION_DEFAULTS
+        # `None` means "not given": the trainable default, except in a saved config.json (it has a
+        # transformers_version) written before the field existed, which keeps the module it was trained with: every
+        # field's literal value is also the behaviour of the code before that field was added.
+        defaults = LITERAL_FUSION_DEFAULTS if "transformers_version" in kwargs else TRAINABLE_FUSION_DEFAULTS
         fusion = {key: defaults[key] if value is None else value for key, value in fusion.items()}
         self.hidden_sizes = list(hidden_sizes)
         self.depths = list(depths)
@@ -350,6 +359,7 @@ class IVGFConfig(PretrainedConfig):
         self.agf_kv_stride = list(agf_kv_stride)
         self.agf_residual = bool(fusion["agf_residual"])
         self.agf_norm = bool(fusion["agf_norm"])
+        self.agf_zero_init_merge = bool(fusion["agf_zero_init_merge"])
         self.hidden_size = hidden_size
         self.pool_scales = list(pool_scales)
         self.use_auxiliary_head = use_auxiliary_head
@@ -451,6 +461,8 @@ class IVGFConfig(PretrainedConfig):
                     f"tem_initial_prompt must lie in (0, tem_prompt_range={self.tem_prompt_range}), got "
                     f"{self.tem_initial_prompt}"
                 )
+            if self.agf_zero_init_merge and not self.agf_residual:
+                raise ValueError("agf_zero_init_merge needs agf_residual=True (a zero merge alone outputs zeros)")
             if self.use_tem:
                 depth = min(vis["depths"][2], ir["depths"][2])
                 bad = [j for j in self.tem_layers if not 1 <= j <= depth]

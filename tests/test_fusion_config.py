@@ -30,6 +30,18 @@ def test_saved_configs_keep_their_fusion_fields(tmp_path, fields):
     assert _fusion_fields(IVGFConfig.from_pretrained(tmp_path)) == fields
 
 
+def test_a_field_added_later_takes_its_literal_value_in_configs_saved_without_it(tmp_path):
+    get_config("tiny", agf_zero_init_merge=True, tem_relative_prompts=True).save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["agf_zero_init_merge"], saved["tem_relative_prompts"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    loaded = IVGFConfig.from_pretrained(tmp_path)
+    assert not loaded.agf_zero_init_merge and not loaded.tem_relative_prompts
+    assert loaded.agf_residual is True  # the fields that were saved keep their values
+    with pytest.raises(ValueError, match="agf_zero_init_merge needs agf_residual"):
+        get_config("tiny", agf_zero_init_merge=True, agf_residual=False)
+
+
 def test_a_config_saved_before_the_fields_existed_loads_as_the_literal_paper_form(tmp_path):
     get_config("tiny").save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
