@@ -80,10 +80,6 @@ ROWS = {
         "IVGF, TEM prompts in (0, 2) from 1",
         {"model_overrides": {"tem_prompt_range": 2.0, "tem_initial_prompt": 1.0}},
     ),
-    "ivgf_relative_tem": (
-        "IVGF, TEM prompts relative within each image",
-        {"model_overrides": {"tem_relative_prompts": True, "tem_prompt_range": 2.0, "tem_initial_prompt": 1.0}},
-    ),
     "ivgf_zero_merge": (
         "IVGF, AGF merge readout zero-initialised",
         {"model_overrides": {"agf_zero_init_merge": True}},

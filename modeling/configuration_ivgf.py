@@ -28,7 +28,6 @@ TRAINABLE_FUSION_DEFAULTS = {
     "fem_scaled_residual": True,
     "tem_prompt_range": 1.0,
     "tem_initial_prompt": 0.98,
-    "tem_relative_prompts": False,
     "agf_residual": True,
     "agf_norm": True,
     "agf_zero_init_merge": False,
@@ -38,7 +37,6 @@ LITERAL_FUSION_DEFAULTS = {
     "fem_scaled_residual": False,
     "tem_prompt_range": 1.0,
     "tem_initial_prompt": 0.98,
-    "tem_relative_prompts": False,
     "agf_residual": False,
     "agf_norm": False,
     "agf_zero_init_merge": False,
@@ -132,10 +130,6 @@ class IVGFConfig(PretrainedConfig):
             Range 2.0 with a start of 1.0 (slope 0.5) was measured and is not the default: TEM then learns within a
             few hundred steps to scale the whole visible stream down (prompts 0.13 against 1.98 for infrared) and
             IVGF loses to the sum baseline (docs/model.md).
-        tem_relative_prompts (`bool`, *optional*, defaults to `False`):
-            Divide each image's prompts of a modality by their mean over the image's tokens, so TEM re-weights the
-            tokens of an image against each other and never scales a modality's whole image up or down. `False` is
-            eq. 15 as written.
         use_agf (`bool`, *optional*, defaults to `True`):
             Attention-guided fusion at the four scales; `False` fuses by summation (the paper's baseline).
         agf_num_heads (`list[int]`, *optional*, defaults to `[4, 6, 12, 12]`):
@@ -152,7 +146,7 @@ class IVGFConfig(PretrainedConfig):
             zero, instead of a per-channel gamma from 0 (docs/model.md).
 
             The fusion fields above (`fem_scaled_residual`, `fusion_fan_init`, `tem_prompt_range`,
-            `tem_initial_prompt`, `tem_relative_prompts`, `agf_residual`, `agf_norm`, `agf_zero_init_merge`) take
+            `tem_initial_prompt`, `agf_residual`, `agf_norm`, `agf_zero_init_merge`) take
             `None` for "not given" (their defaults in `TRAINABLE_FUSION_DEFAULTS`); in a config.json saved before a
             field existed, that field takes its literal paper value (`LITERAL_FUSION_DEFAULTS`), which is how the
             model was built then.
@@ -259,7 +253,6 @@ class IVGFConfig(PretrainedConfig):
         tem_adapter_bottleneck=64,
         tem_prompt_range=None,
         tem_initial_prompt=None,
-        tem_relative_prompts=None,
         use_agf=True,
         agf_num_heads=(4, 6, 12, 12),
         agf_kv_stride=(1, 1, 1, 1),
@@ -304,7 +297,6 @@ class IVGFConfig(PretrainedConfig):
             fem_scaled_residual=fem_scaled_residual,
             tem_prompt_range=tem_prompt_range,
             tem_initial_prompt=tem_initial_prompt,
-            tem_relative_prompts=tem_relative_prompts,
             agf_residual=agf_residual,
             agf_norm=agf_norm,
             agf_zero_init_merge=agf_zero_init_merge,
@@ -353,7 +345,6 @@ class IVGFConfig(PretrainedConfig):
         self.tem_adapter_bottleneck = tem_adapter_bottleneck
         self.tem_prompt_range = float(fusion["tem_prompt_range"])
         self.tem_initial_prompt = float(fusion["tem_initial_prompt"])
-        self.tem_relative_prompts = bool(fusion["tem_relative_prompts"])
         self.use_agf = use_agf
         self.agf_num_heads = list(agf_num_heads)
         self.agf_kv_stride = list(agf_kv_stride)

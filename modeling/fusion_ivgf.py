@@ -266,7 +266,6 @@ class IVGFTokenEnhancement(GradientCheckpointingLayer):
         eps: float,
         prompt_range: float = 1.0,
         initial_prompt: float = TEM_INITIAL_PROMPT,
-        relative_prompts: bool = False,
     ):
         super().__init__()
         sizes = {"dim": dim, "num_adapters": num_adapters, "bottleneck": bottleneck}
@@ -281,7 +280,6 @@ class IVGFTokenEnhancement(GradientCheckpointingLayer):
             raise ValueError(f"initial_prompt must lie in (0, prompt_range={prompt_range}), got {initial_prompt}")
         self.dim = dim
         self.prompt_range = float(prompt_range)
-        self.relative_prompts = relative_prompts
         self.num_adapters = num_adapters
         self.bottleneck = bottleneck
         self.norm = nn.LayerNorm(2 * dim, eps=eps)
@@ -293,17 +291,12 @@ class IVGFTokenEnhancement(GradientCheckpointingLayer):
         self.prompt_bias = IVGFPromptLogitBias(2, initial_prompt / prompt_range)
 
     def prompts(self, visible_tokens: torch.Tensor, infrared_tokens: torch.Tensor) -> torch.Tensor:
-        """The importance prompts (B, N, 2) in (0, prompt_range): channel 0 visible, channel 1 infrared.
-
-        With ``relative_prompts`` each image's prompts of a modality are divided by their mean over its N tokens
-        (so they average 1 per image and modality)."""
+        """The importance prompts (B, N, 2) in (0, prompt_range): channel 0 visible, channel 1 infrared."""
         phi = self.reduction(self.norm(torch.cat([visible_tokens, infrared_tokens], dim=-1)))
         gates = torch.softmax(self.router(phi), dim=-1)
         hidden = self.act(self.adapters_down(phi)).unflatten(-1, (self.num_adapters, self.bottleneck))
         features = phi + self.adapters_up((hidden * gates.unsqueeze(-1)).flatten(-2))
         prompts = torch.sigmoid(self.prompt_bias(F.adaptive_avg_pool1d(features, 2)))
-        if self.relative_prompts:
-            return prompts / prompts.mean(dim=1, keepdim=True)
         return prompts if self.prompt_range == 1.0 else prompts * self.prompt_range
 
     def forward(self, visible_tokens: torch.Tensor, infrared_tokens: torch.Tensor) -> tuple:

@@ -198,7 +198,6 @@ class IVGFModel(IVGFPreTrainedModel):
                             config.layer_norm_eps,
                             config.tem_prompt_range,
                             config.tem_initial_prompt,
-                            config.tem_relative_prompts,
                         )
                         for _ in config.tem_layers
                     ]

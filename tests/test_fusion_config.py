@@ -31,12 +31,12 @@ def test_saved_configs_keep_their_fusion_fields(tmp_path, fields):
 
 
 def test_a_field_added_later_takes_its_literal_value_in_configs_saved_without_it(tmp_path):
-    get_config("tiny", agf_zero_init_merge=True, tem_relative_prompts=True).save_pretrained(tmp_path)
+    get_config("tiny", agf_zero_init_merge=True).save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
-    del saved["agf_zero_init_merge"], saved["tem_relative_prompts"]
+    del saved["agf_zero_init_merge"]
     (tmp_path / "config.json").write_text(json.dumps(saved))
     loaded = IVGFConfig.from_pretrained(tmp_path)
-    assert not loaded.agf_zero_init_merge and not loaded.tem_relative_prompts
+    assert not loaded.agf_zero_init_merge
     assert loaded.agf_residual is True  # the fields that were saved keep their values
     with pytest.raises(ValueError, match="agf_zero_init_merge needs agf_residual"):
         get_config("tiny", agf_zero_init_merge=True, agf_residual=False)
@@ -60,9 +60,6 @@ def test_modules_follow_the_fields():
     assert all(tem.prompt_range == 1.0 for tem in trainable.token_enhancements)
     fast = IVGFModel(get_config("tiny", tem_prompt_range=2.0, tem_initial_prompt=1.0))
     assert all(tem.prompt_range == 2.0 for tem in fast.token_enhancements)
-    assert not any(tem.relative_prompts for tem in fast.token_enhancements)
-    relative = IVGFModel(get_config("tiny", tem_relative_prompts=True))
-    assert all(tem.relative_prompts for tem in relative.token_enhancements)
     assert not any(fusion.residual or fusion.norm for fusion in literal.fusions)
 
 
