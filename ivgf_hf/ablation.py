@@ -84,6 +84,10 @@ ROWS = {
         "IVGF, AGF merge readout zero-initialised",
         {"model_overrides": {"agf_zero_init_merge": True}},
     ),
+    "ivgf_local_agf": (
+        "IVGF, AGF attention in a 7 x 7 neighbourhood",
+        {"model_overrides": {"agf_neighbourhood": 7}},
+    ),
     "visible_only": ("Visible only", {"model_overrides": {"modalities": "visible"}, "cma": False}),
     "infrared_only": ("Infrared only", {"model_overrides": {"modalities": "infrared"}, "cma": False}),
 }

@@ -31,6 +31,7 @@ TRAINABLE_FUSION_DEFAULTS = {
     "agf_residual": True,
     "agf_norm": True,
     "agf_zero_init_merge": False,
+    "agf_neighbourhood": 0,
 }
 LITERAL_FUSION_DEFAULTS = {
     "fusion_fan_init": False,
@@ -40,6 +41,7 @@ LITERAL_FUSION_DEFAULTS = {
     "agf_residual": False,
     "agf_norm": False,
     "agf_zero_init_merge": False,
+    "agf_neighbourhood": 0,
 }
 _FEM_MODES = ("parallel", "serial", "channel", "spatial")
 
@@ -144,9 +146,14 @@ class IVGFConfig(PretrainedConfig):
         agf_zero_init_merge (`bool`, *optional*, defaults to `False`):
             With `agf_residual`: AGF returns `F_vis + F_ir + M(...)` with M's last 1x1 convolution initialised to
             zero, instead of a per-channel gamma from 0 (docs/model.md).
+        agf_neighbourhood (`int`, *optional*, defaults to 0):
+            0: AGF's cross-attention is global over all tokens of a scale (eq. 18-19). k (odd): each query attends
+            only to the k x k tokens of the other modality centred on its own position (neighbourhood attention;
+            needs `agf_kv_stride` 1). The flattened tokens carry no position, so global attention cannot prefer the
+            corresponding pixel of the other camera (docs/model.md).
 
             The fusion fields above (`fem_scaled_residual`, `fusion_fan_init`, `tem_prompt_range`,
-            `tem_initial_prompt`, `agf_residual`, `agf_norm`, `agf_zero_init_merge`) take
+            `tem_initial_prompt`, `agf_residual`, `agf_norm`, `agf_zero_init_merge`, `agf_neighbourhood`) take
             `None` for "not given" (their defaults in `TRAINABLE_FUSION_DEFAULTS`); in a config.json saved before a
             field existed, that field takes its literal paper value (`LITERAL_FUSION_DEFAULTS`), which is how the
             model was built then.
@@ -259,6 +266,7 @@ class IVGFConfig(PretrainedConfig):
         agf_residual=None,
         agf_norm=None,
         agf_zero_init_merge=None,
+        agf_neighbourhood=None,
         hidden_size=768,
         pool_scales=(1, 2, 3, 6),
         use_auxiliary_head=True,
@@ -300,6 +308,7 @@ class IVGFConfig(PretrainedConfig):
             agf_residual=agf_residual,
             agf_norm=agf_norm,
             agf_zero_init_merge=agf_zero_init_merge,
+            agf_neighbourhood=agf_neighbourhood,
         )
         # `None` means "not given": the trainable default, except in a saved config.json (it has a
         # transformers_version) written before the field existed, which keeps the module it was trained with: every
@@ -351,6 +360,7 @@ class IVGFConfig(PretrainedConfig):
         self.agf_residual = bool(fusion["agf_residual"])
         self.agf_norm = bool(fusion["agf_norm"])
         self.agf_zero_init_merge = bool(fusion["agf_zero_init_merge"])
+        self.agf_neighbourhood = int(fusion["agf_neighbourhood"])
         self.hidden_size = hidden_size
         self.pool_scales = list(pool_scales)
         self.use_auxiliary_head = use_auxiliary_head
@@ -452,6 +462,11 @@ class IVGFConfig(PretrainedConfig):
                     f"tem_initial_prompt must lie in (0, tem_prompt_range={self.tem_prompt_range}), got "
                     f"{self.tem_initial_prompt}"
                 )
+            size = self.agf_neighbourhood
+            if size < 0 or (size and size % 2 == 0):
+                raise ValueError(f"agf_neighbourhood must be 0 (global attention) or odd and positive, got {size}")
+            if size and any(stride != 1 for stride in self.agf_kv_stride):
+                raise ValueError(f"agf_neighbourhood needs agf_kv_stride of 1 at every scale, got {self.agf_kv_stride}")
             if self.agf_zero_init_merge and not self.agf_residual:
                 raise ValueError("agf_zero_init_merge needs agf_residual=True (a zero merge alone outputs zeros)")
             if self.use_tem:

@@ -370,8 +370,13 @@ class IVGFAttentionGuidedFusion(GradientCheckpointingLayer):
         eps: float = 1e-6,
         fan_init: bool = False,
         zero_init_merge: bool = False,
+        neighbourhood: int = 0,
     ):
         super().__init__()
+        if neighbourhood < 0 or (neighbourhood and neighbourhood % 2 == 0):
+            raise ValueError(f"neighbourhood must be 0 (global attention) or an odd positive size, got {neighbourhood}")
+        if neighbourhood and kv_stride != 1:
+            raise ValueError(f"neighbourhood attention needs kv_stride=1, got kv_stride={kv_stride}")
         if zero_init_merge and not residual:
             raise ValueError("zero_init_merge needs residual=True (a zero merge without the residual outputs zeros)")
         if channels < 1 or num_heads < 1 or channels % num_heads:
@@ -382,6 +387,7 @@ class IVGFAttentionGuidedFusion(GradientCheckpointingLayer):
         self.num_heads = num_heads
         self.head_dim = channels // num_heads
         self.kv_stride = kv_stride
+        self.neighbourhood = neighbourhood
         self.residual = residual
         self.zero_init_merge = zero_init_merge
         self.norm = norm
@@ -420,9 +426,27 @@ class IVGFAttentionGuidedFusion(GradientCheckpointingLayer):
         pooled = self.to_tokens(F.avg_pool2d(feature_map, self.kv_stride, stride=self.kv_stride, ceil_mode=True))
         return pooled if norm is None else norm(pooled)
 
-    def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-        """Multi-head attention (B, heads, N, d) x (B, heads, M, d) -> (B, heads, N, d), memory linear in N, M."""
-        return F.scaled_dot_product_attention(query, key, value)
+    def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, height: int, width: int):
+        """Multi-head attention (B, heads, N, d) x (B, heads, M, d) -> (B, heads, N, d), memory linear in N, M.
+
+        With ``neighbourhood`` k > 0, each query (the token at row y, column x of the height x width grid) attends
+        only to the k x k keys centred on (y, x); keys outside the map are masked out. Memory k^2 N."""
+        if not self.neighbourhood:
+            return F.scaled_dot_product_attention(query, key, value)
+        batch, heads, tokens, head_dim = query.shape
+        size, radius = self.neighbourhood, self.neighbourhood // 2
+
+        def neighbours(x: torch.Tensor) -> torch.Tensor:
+            """(..., N, d) on the grid -> (..., N, k*k, d): the k x k tokens around each position, zeros outside."""
+            grid = F.pad(x.unflatten(-2, (height, width)), (0, 0, radius, radius, radius, radius))
+            shifted = [grid[..., dy:dy + height, dx:dx + width, :] for dy in range(size) for dx in range(size)]
+            return torch.stack(shifted, dim=-2).flatten(-4, -3)
+
+        inside = neighbours(query.new_ones(tokens, 1)).squeeze(-1).bool()  # (N, k*k): False beyond the border
+        attended = F.scaled_dot_product_attention(
+            query.unsqueeze(-2), neighbours(key), neighbours(value), attn_mask=inside.unsqueeze(-2)
+        )
+        return attended.squeeze(-2)
 
     def forward(self, visible: torch.Tensor, infrared: torch.Tensor) -> torch.Tensor:
         _check_pair(visible, infrared, 4, self.channels, "(batch, channels, height, width)")
@@ -440,8 +464,8 @@ class IVGFAttentionGuidedFusion(GradientCheckpointingLayer):
         infrared_key, infrared_value = self.split_heads(
             self.infrared_key_value(self.key_value_tokens(infrared, infrared_tokens, infrared_norm)), 2
         )
-        visible_attended = self.attend(visible_query, infrared_key, infrared_value)  # eq. 19 (y queries x)
-        infrared_attended = self.attend(infrared_query, visible_key, visible_value)  # eq. 18 (x queries y)
+        visible_attended = self.attend(visible_query, infrared_key, infrared_value, height, width)  # eq. 19
+        infrared_attended = self.attend(infrared_query, visible_key, visible_value, height, width)  # eq. 18
         # (B, heads, N, d) x 2 -> (B, N, 2*heads, d): one copy, after which the map is a free view.
         fused = torch.cat([visible_attended.transpose(1, 2), infrared_attended.transpose(1, 2)], dim=2)
         fused_map = fused.reshape(batch, height, width, 2 * self.channels).permute(0, 3, 1, 2)

@@ -38,6 +38,11 @@ def test_a_field_added_later_takes_its_literal_value_in_configs_saved_without_it
     loaded = IVGFConfig.from_pretrained(tmp_path)
     assert not loaded.agf_zero_init_merge
     assert loaded.agf_residual is True  # the fields that were saved keep their values
+    with pytest.raises(ValueError, match="agf_neighbourhood must be 0"):
+        get_config("tiny", agf_neighbourhood=4)
+    with pytest.raises(ValueError, match="agf_neighbourhood needs agf_kv_stride"):
+        get_config("tiny", agf_neighbourhood=3, agf_kv_stride=[2, 1, 1, 1])
+    assert all(f.neighbourhood == 5 for f in IVGFModel(get_config("tiny", agf_neighbourhood=5)).fusions)
     with pytest.raises(ValueError, match="agf_zero_init_merge needs agf_residual"):
         get_config("tiny", agf_zero_init_merge=True, agf_residual=False)
 

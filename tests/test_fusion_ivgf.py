@@ -576,6 +576,32 @@ def _agf_merge_input(agf, vis, ir):
     return captured["x"]
 
 
+@pytest.mark.parametrize("size", [1, 3, 5])
+def test_agf_neighbourhood_attention_equals_attention_masked_to_the_k_by_k_window(size):
+    agf = build(IVGFAttentionGuidedFusion, 8, 2, residual=True, norm=True, fan_init=True, neighbourhood=size)
+    height, width = 4, 5
+    query, key, value = (torch.randn(2, 2, height * width, 4, generator=torch.Generator().manual_seed(s)) for s in (1, 2, 3))
+    rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    rows, cols = rows.flatten(), cols.flatten()
+    near = ((rows[:, None] - rows[None]).abs() <= size // 2) & ((cols[:, None] - cols[None]).abs() <= size // 2)
+    expected = F.scaled_dot_product_attention(query, key, value, attn_mask=near)  # brute force, N x N mask
+    torch.testing.assert_close(agf.attend(query, key, value, height, width), expected, atol=1e-5, rtol=1e-5)
+    if size == 1:  # one key per query: the attention returns the value at the same position
+        torch.testing.assert_close(agf.attend(query, key, value, height, width), value)
+    vis, ir = pair(2, 8, height, width)
+    assert agf(vis, ir).shape == vis.shape
+    if size > 1:  # a single key gets all the weight, so the queries get no gradient
+        literal = build(IVGFAttentionGuidedFusion, 8, 2, neighbourhood=size, std=0.3)
+        assert_all_parameters_get_gradients(literal, literal(vis, ir))
+
+
+def test_agf_neighbourhood_rejects_even_sizes_and_key_pooling():
+    with pytest.raises(ValueError, match="odd positive size"):
+        IVGFAttentionGuidedFusion(8, 2, neighbourhood=4)
+    with pytest.raises(ValueError, match="needs kv_stride=1"):
+        IVGFAttentionGuidedFusion(8, 2, kv_stride=2, neighbourhood=3)
+
+
 def test_agf_residual_gradients_reach_the_scale_at_initialisation():
     agf = build(IVGFAttentionGuidedFusion, 8, 2, residual=True, norm=True)
     agf(*pair(2, 8, 4, 5)).square().sum().backward()
