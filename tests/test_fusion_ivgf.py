@@ -470,12 +470,13 @@ def _largest_tensor_in_a_training_step(agf: IVGFAttentionGuidedFusion, batch: in
     return recorder.largest
 
 
-def test_agf_never_materialises_the_attention_matrix_and_grows_linearly_with_tokens():
+@pytest.mark.parametrize("neighbourhood", [0, 7])
+def test_agf_never_materialises_the_attention_matrix_and_grows_linearly_with_tokens(neighbourhood):
     # Every tensor an op returns in forward and backward is seen, so the check is exact and does not depend on
     # the allocator or the machine's load (a peak-RSS version of this test was flaky under load). A naive
     # attention (or SDPA's math fallback) returns a (batch, heads, N, N) score matrix: 16x larger at 4x tokens.
     channels, heads, batch = 64, 2, 2
-    agf = IVGFAttentionGuidedFusion(channels, heads)
+    agf = IVGFAttentionGuidedFusion(channels, heads, neighbourhood=neighbourhood)
     small, large = (_largest_tensor_in_a_training_step(agf, batch, side) for side in (32, 64))
     tokens = 64 * 64
     assert large < batch * heads * tokens * tokens // 16, f"a tensor of {large} elements at {tokens} tokens"
