@@ -88,6 +88,10 @@ ROWS = {
         "IVGF, AGF attention in a 7 x 7 neighbourhood",
         {"model_overrides": {"agf_neighbourhood": 7}},
     ),
+    "ivgf_local_zero_merge": (
+        "IVGF, AGF in a 7 x 7 neighbourhood with a zero-initialised merge readout",
+        {"model_overrides": {"agf_neighbourhood": 7, "agf_zero_init_merge": True}},
+    ),
     "visible_only": ("Visible only", {"model_overrides": {"modalities": "visible"}, "cma": False}),
     "infrared_only": ("Infrared only", {"model_overrides": {"modalities": "infrared"}, "cma": False}),
 }
