@@ -80,17 +80,9 @@ ROWS = {
         "IVGF, TEM prompts in (0, 2) from 1",
         {"model_overrides": {"tem_prompt_range": 2.0, "tem_initial_prompt": 1.0}},
     ),
-    "ivgf_zero_merge": (
-        "IVGF, AGF merge readout zero-initialised",
-        {"model_overrides": {"agf_zero_init_merge": True}},
-    ),
     "ivgf_local_agf": (
         "IVGF, AGF attention in a 7 x 7 neighbourhood",
         {"model_overrides": {"agf_neighbourhood": 7}},
-    ),
-    "ivgf_local_zero_merge": (
-        "IVGF, AGF in a 7 x 7 neighbourhood with a zero-initialised merge readout",
-        {"model_overrides": {"agf_neighbourhood": 7, "agf_zero_init_merge": True}},
     ),
     "visible_only": ("Visible only", {"model_overrides": {"modalities": "visible"}, "cma": False}),
     "infrared_only": ("Infrared only", {"model_overrides": {"modalities": "infrared"}, "cma": False}),

@@ -30,7 +30,6 @@ TRAINABLE_FUSION_DEFAULTS = {
     "tem_initial_prompt": 0.98,
     "agf_residual": True,
     "agf_norm": True,
-    "agf_zero_init_merge": False,
     "agf_neighbourhood": 0,
 }
 LITERAL_FUSION_DEFAULTS = {
@@ -40,7 +39,6 @@ LITERAL_FUSION_DEFAULTS = {
     "tem_initial_prompt": 0.98,
     "agf_residual": False,
     "agf_norm": False,
-    "agf_zero_init_merge": False,
     "agf_neighbourhood": 0,
 }
 _FEM_MODES = ("parallel", "serial", "channel", "spatial")
@@ -143,9 +141,6 @@ class IVGFConfig(PretrainedConfig):
             sum baseline. `False` is eq. 20 as written (`M(...)` alone, no identity path).
         agf_norm (`bool`, *optional*, defaults to `True`):
             LayerNorm on each modality's tokens before AGF's query / key / value projections.
-        agf_zero_init_merge (`bool`, *optional*, defaults to `False`):
-            With `agf_residual`: AGF returns `F_vis + F_ir + M(...)` with M's last 1x1 convolution initialised to
-            zero, instead of a per-channel gamma from 0 (docs/model.md).
         agf_neighbourhood (`int`, *optional*, defaults to 0):
             0: AGF's cross-attention is global over all tokens of a scale (eq. 18-19). k (odd): each query attends
             only to the k x k tokens of the other modality centred on its own position (neighbourhood attention;
@@ -153,7 +148,7 @@ class IVGFConfig(PretrainedConfig):
             corresponding pixel of the other camera (docs/model.md).
 
             The fusion fields above (`fem_scaled_residual`, `fusion_fan_init`, `tem_prompt_range`,
-            `tem_initial_prompt`, `agf_residual`, `agf_norm`, `agf_zero_init_merge`, `agf_neighbourhood`) take
+            `tem_initial_prompt`, `agf_residual`, `agf_norm`, `agf_neighbourhood`) take
             `None` for "not given" (their defaults in `TRAINABLE_FUSION_DEFAULTS`); in a config.json saved before a
             field existed, that field takes its literal paper value (`LITERAL_FUSION_DEFAULTS`), which is how the
             model was built then.
@@ -265,7 +260,6 @@ class IVGFConfig(PretrainedConfig):
         agf_kv_stride=(1, 1, 1, 1),
         agf_residual=None,
         agf_norm=None,
-        agf_zero_init_merge=None,
         agf_neighbourhood=None,
         hidden_size=768,
         pool_scales=(1, 2, 3, 6),
@@ -307,7 +301,6 @@ class IVGFConfig(PretrainedConfig):
             tem_initial_prompt=tem_initial_prompt,
             agf_residual=agf_residual,
             agf_norm=agf_norm,
-            agf_zero_init_merge=agf_zero_init_merge,
             agf_neighbourhood=agf_neighbourhood,
         )
         # `None` means "not given": the trainable default, except in a saved config.json (it has a
@@ -359,7 +352,6 @@ class IVGFConfig(PretrainedConfig):
         self.agf_kv_stride = list(agf_kv_stride)
         self.agf_residual = bool(fusion["agf_residual"])
         self.agf_norm = bool(fusion["agf_norm"])
-        self.agf_zero_init_merge = bool(fusion["agf_zero_init_merge"])
         self.agf_neighbourhood = int(fusion["agf_neighbourhood"])
         self.hidden_size = hidden_size
         self.pool_scales = list(pool_scales)
@@ -467,8 +459,6 @@ class IVGFConfig(PretrainedConfig):
                 raise ValueError(f"agf_neighbourhood must be 0 (global attention) or odd and positive, got {size}")
             if size and any(stride != 1 for stride in self.agf_kv_stride):
                 raise ValueError(f"agf_neighbourhood needs agf_kv_stride of 1 at every scale, got {self.agf_kv_stride}")
-            if self.agf_zero_init_merge and not self.agf_residual:
-                raise ValueError("agf_zero_init_merge needs agf_residual=True (a zero merge alone outputs zeros)")
             if self.use_tem:
                 depth = min(vis["depths"][2], ir["depths"][2])
                 bad = [j for j in self.tem_layers if not 1 <= j <= depth]

@@ -63,8 +63,7 @@ _FAN_INIT = "_ivgf_fan_init"
 
 
 def _fan_init(layer: nn.Module, rule: str) -> nn.Module:
-    """Mark ``layer`` (Linear / Conv2d) for fan-based init: ``"relu"`` (He, before a ReLU), ``"linear"`` (Xavier) or
-    ``"zero"`` (weights and bias 0: a readout that starts silent but gets gradients from the first step)."""
+    """Mark ``layer`` (Linear / Conv2d) for fan-based init: ``"relu"`` (He, before a ReLU) or ``"linear"`` (Xavier)."""
     setattr(layer, _FAN_INIT, rule)
     return layer
 
@@ -346,10 +345,6 @@ class IVGFAttentionGuidedFusion(GradientCheckpointingLayer):
     - ``residual=True``: the output is ``visible + infrared + gamma * M(...)``, with a per-channel
       :class:`IVGFChannelScale` gamma starting at 0, so AGF starts as the sum baseline and learns what to add;
       ``False`` is eq. 20 as written, ``M(...)`` alone.
-    - ``zero_init_merge=True`` (with ``residual``): the output is ``visible + infrared + M(...)`` with M's last
-      1x1 convolution starting at zero instead of a gamma. Both start as the sum, but a per-channel gamma near 0
-      passes M's layers gradients of random sign (measured: the trained gammas stay ~0.02, half of them negative),
-      while a zero-initialised readout learns from the first step which of M's features to add.
     - ``norm=True``: each modality's tokens pass a LayerNorm before the query / key / value projections (pre-norm,
       as in transformer blocks), so the attention logits do not depend on the encoders' feature scale.
     - ``fan_init=True``: the projections (Xavier) and the merge convolutions (He before the ReLU, Xavier elsewhere)
@@ -369,7 +364,6 @@ class IVGFAttentionGuidedFusion(GradientCheckpointingLayer):
         norm: bool = False,
         eps: float = 1e-6,
         fan_init: bool = False,
-        zero_init_merge: bool = False,
         neighbourhood: int = 0,
     ):
         super().__init__()
@@ -377,8 +371,6 @@ class IVGFAttentionGuidedFusion(GradientCheckpointingLayer):
             raise ValueError(f"neighbourhood must be 0 (global attention) or an odd positive size, got {neighbourhood}")
         if neighbourhood and kv_stride != 1:
             raise ValueError(f"neighbourhood attention needs kv_stride=1, got kv_stride={kv_stride}")
-        if zero_init_merge and not residual:
-            raise ValueError("zero_init_merge needs residual=True (a zero merge without the residual outputs zeros)")
         if channels < 1 or num_heads < 1 or channels % num_heads:
             raise ValueError(f"channels ({channels}) must be a positive multiple of num_heads ({num_heads})")
         if kv_stride < 1:
@@ -389,7 +381,6 @@ class IVGFAttentionGuidedFusion(GradientCheckpointingLayer):
         self.kv_stride = kv_stride
         self.neighbourhood = neighbourhood
         self.residual = residual
-        self.zero_init_merge = zero_init_merge
         self.norm = norm
         if norm:
             self.visible_norm = nn.LayerNorm(channels, eps=eps)
@@ -402,9 +393,7 @@ class IVGFAttentionGuidedFusion(GradientCheckpointingLayer):
         if fan_init:
             for projection in (self.visible_query, self.visible_key_value, self.infrared_query, self.infrared_key_value):
                 _fan_init(projection, "linear")
-        if zero_init_merge:
-            _fan_init(self.merge.proj, "zero")
-        elif residual:
+        if residual:
             self.merge_scale = IVGFChannelScale(channels, 0.0)
 
     @staticmethod
@@ -481,8 +470,6 @@ class IVGFAttentionGuidedFusion(GradientCheckpointingLayer):
         merged = self.merge(fused_map)
         if not self.residual:
             return merged
-        if self.zero_init_merge:
-            return visible + infrared + merged
         return visible + infrared + self.merge_scale(merged)
 
 
@@ -503,7 +490,7 @@ def init_fusion_weights(module: nn.Module, std: float) -> bool:
     """Initialise ``module`` if it is one of this file's leaf modules with a non-default init; True if handled.
 
     Layers marked for fan-based init (``fan_init=True`` in FEM and AGF) get He-normal (fan in, before a ReLU) or
-    Xavier-uniform weights and zero biases; AGF's merge output convolution with ``zero_init_merge`` gets zeros. The model's ``_init_weights`` calls this first and applies its default
+    Xavier-uniform weights and zero biases. The model's ``_init_weights`` calls this first and applies its default
     rule (Linear / Conv weights truncated normal of std ``initializer_range``, biases 0, LayerNorm 1 / 0) when it
     returns False. ``std`` is that ``initializer_range``; the modules here do not use it.
     """
@@ -515,9 +502,7 @@ def init_fusion_weights(module: nn.Module, std: float) -> bool:
         return True
     rule = getattr(module, _FAN_INIT, None)
     if rule is not None:
-        if rule == "zero":
-            nn.init.zeros_(module.weight)
-        elif rule == "relu":
+        if rule == "relu":
             nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
         else:
             nn.init.xavier_uniform_(module.weight)

@@ -213,7 +213,6 @@ class IVGFModel(IVGFPreTrainedModel):
                             config.agf_norm,
                             config.layer_norm_eps,
                             config.fusion_fan_init,
-                            config.agf_zero_init_merge,
                             config.agf_neighbourhood,
                         )
                         for c, heads, stride in zip(channels, config.agf_num_heads, config.agf_kv_stride)

@@ -31,20 +31,18 @@ def test_saved_configs_keep_their_fusion_fields(tmp_path, fields):
 
 
 def test_a_field_added_later_takes_its_literal_value_in_configs_saved_without_it(tmp_path):
-    get_config("tiny", agf_zero_init_merge=True).save_pretrained(tmp_path)
+    get_config("tiny", agf_neighbourhood=5).save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
-    del saved["agf_zero_init_merge"]
+    del saved["agf_neighbourhood"]
     (tmp_path / "config.json").write_text(json.dumps(saved))
     loaded = IVGFConfig.from_pretrained(tmp_path)
-    assert not loaded.agf_zero_init_merge
+    assert loaded.agf_neighbourhood == 0
     assert loaded.agf_residual is True  # the fields that were saved keep their values
     with pytest.raises(ValueError, match="agf_neighbourhood must be 0"):
         get_config("tiny", agf_neighbourhood=4)
     with pytest.raises(ValueError, match="agf_neighbourhood needs agf_kv_stride"):
         get_config("tiny", agf_neighbourhood=3, agf_kv_stride=[2, 1, 1, 1])
     assert all(f.neighbourhood == 5 for f in IVGFModel(get_config("tiny", agf_neighbourhood=5)).fusions)
-    with pytest.raises(ValueError, match="agf_zero_init_merge needs agf_residual"):
-        get_config("tiny", agf_zero_init_merge=True, agf_residual=False)
 
 
 def test_a_config_saved_before_the_fields_existed_loads_as_the_literal_paper_form(tmp_path):

@@ -552,31 +552,6 @@ def test_agf_residual_starts_as_the_sum_and_adds_the_scaled_merge():
     torch.testing.assert_close(residual(vis, ir), expected, atol=1e-6, rtol=1e-5)
 
 
-def test_agf_zero_init_merge_starts_as_the_sum_and_its_readout_learns_at_step_zero():
-    agf = build(IVGFAttentionGuidedFusion, 8, 2, residual=True, norm=True, fan_init=True, zero_init_merge=True)
-    assert not hasattr(agf, "merge_scale")
-    assert agf.merge.proj.weight.abs().sum() == 0 and agf.merge.proj.bias.abs().sum() == 0
-    assert agf.merge.conv.weight.abs().sum() > 0  # only the readout is zero
-    vis, ir = pair(2, 8, 4, 5)
-    torch.testing.assert_close(agf(vis, ir), vis + ir, atol=0, rtol=0)
-    agf(vis, ir).square().sum().backward()
-    assert agf.merge.proj.weight.grad.abs().sum() > 0
-    with torch.no_grad():
-        agf.merge.proj.weight.normal_(std=0.1)
-    torch.testing.assert_close(agf(vis, ir), vis + ir + agf.merge(_agf_merge_input(agf, vis, ir)), atol=1e-6, rtol=1e-5)
-    with pytest.raises(ValueError, match="zero_init_merge needs residual"):
-        IVGFAttentionGuidedFusion(8, 2, zero_init_merge=True)
-
-
-def _agf_merge_input(agf, vis, ir):
-    """The (B, 2C, H, W) map of both attention directions that AGF passes to its merge block."""
-    captured = {}
-    handle = agf.merge.register_forward_pre_hook(lambda module, args: captured.update(x=args[0]))
-    agf(vis, ir)
-    handle.remove()
-    return captured["x"]
-
-
 @pytest.mark.parametrize("size", [1, 3, 5])
 def test_agf_neighbourhood_attention_equals_attention_masked_to_the_k_by_k_window(size):
     agf = build(IVGFAttentionGuidedFusion, 8, 2, residual=True, norm=True, fan_init=True, neighbourhood=size)
