@@ -80,9 +80,9 @@ ROWS = {
         "IVGF, TEM prompts in (0, 2) from 1",
         {"model_overrides": {"tem_prompt_range": 2.0, "tem_initial_prompt": 1.0}},
     ),
-    "ivgf_local_agf": (
-        "IVGF, AGF attention in a 7 x 7 neighbourhood",
-        {"model_overrides": {"agf_neighbourhood": 7}},
+    "ivgf_global_agf": (
+        "IVGF, AGF attention over the whole map (eq. 18-19)",
+        {"model_overrides": {"agf_neighbourhood": 0}},
     ),
     "visible_only": ("Visible only", {"model_overrides": {"modalities": "visible"}, "cma": False}),
     "infrared_only": ("Infrared only", {"model_overrides": {"modalities": "infrared"}, "cma": False}),

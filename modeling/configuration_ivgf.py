@@ -30,7 +30,7 @@ TRAINABLE_FUSION_DEFAULTS = {
     "tem_initial_prompt": 0.98,
     "agf_residual": True,
     "agf_norm": True,
-    "agf_neighbourhood": 0,
+    "agf_neighbourhood": 7,
 }
 LITERAL_FUSION_DEFAULTS = {
     "fusion_fan_init": False,
@@ -141,11 +141,11 @@ class IVGFConfig(PretrainedConfig):
             sum baseline. `False` is eq. 20 as written (`M(...)` alone, no identity path).
         agf_norm (`bool`, *optional*, defaults to `True`):
             LayerNorm on each modality's tokens before AGF's query / key / value projections.
-        agf_neighbourhood (`int`, *optional*, defaults to 0):
-            0: AGF's cross-attention is global over all tokens of a scale (eq. 18-19). k (odd): each query attends
-            only to the k x k tokens of the other modality centred on its own position (neighbourhood attention;
-            needs `agf_kv_stride` 1). The flattened tokens carry no position, so global attention cannot prefer the
-            corresponding pixel of the other camera (docs/model.md).
+        agf_neighbourhood (`int`, *optional*, defaults to 7):
+            k (odd): each AGF query attends only to the k x k tokens of the other modality centred on its own
+            position (neighbourhood attention; needs `agf_kv_stride` 1). 0: global attention over all tokens of a
+            scale, eq. 18-19 as written; its flattened tokens carry no position, and trained that way the attention
+            ignores where the query is (docs/model.md).
 
             The fusion fields above (`fem_scaled_residual`, `fusion_fan_init`, `tem_prompt_range`,
             `tem_initial_prompt`, `agf_residual`, `agf_norm`, `agf_neighbourhood`) take
