@@ -22,6 +22,7 @@ Example (the numbers in docs/detection.md):
 import argparse
 import json
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -111,7 +112,9 @@ def command_data(args):
             "sqrt_area_percentiles_5_25_50_75_95": np.percentile(side, [5, 25, 50, 75, 95]).round(1).tolist(),
             "height_over_width_percentiles_5_50_95": np.percentile(wh[:, 1] / wh[:, 0], [5, 50, 95]).round(2).tolist(),
             "per_class_median_sqrt_area": {
-                names[c]: round(float(np.median(side[classes == c])), 1) for c in range(len(names)) if (classes == c).any()
+                names[c]: round(float(np.median(side[classes == c])), 1)
+                for c in range(len(names))
+                if (classes == c).any()
             },
         }
         if split == recipe.eval_split:
@@ -169,6 +172,7 @@ def command_data(args):
 def probe(model, data, recipe, top_n=(10, 50, 150, 300)):
     """Proposal recall on the test split and the spatial detail of the fused maps."""
     from ivgf_hf.data import DetectionEvalTransform
+    from ivgf_hf.modeling.detection_ivgf import POOLED_LEVELS
 
     model.eval()
     transform = DetectionEvalTransform(size=recipe.eval_size)
@@ -181,10 +185,6 @@ def probe(model, data, recipe, top_n=(10, 50, 150, 300)):
         pixel_values, pixel_values_ir = sample["pixel_values"][None], sample["pixel_values_ir"][None]
         size = tuple(pixel_values.shape[-2:])
         outputs = model.ivgf(pixel_values, pixel_values_ir, return_dict=True)
-        from collections import OrderedDict
-
-        from ivgf_hf.modeling.detection_ivgf import POOLED_LEVELS
-
         features = model.fpn(OrderedDict(zip(POOLED_LEVELS, outputs.feature_maps)))
         proposals, _ = model.rpn(ImageList(pixel_values, [size]), features)
         height, width = size
@@ -203,7 +203,8 @@ def probe(model, data, recipe, top_n=(10, 50, 150, 300)):
         # and the deviation from the image's mean feature vector inside vs outside the boxes
         for level, fmap in enumerate(outputs.feature_maps):
             fmap = fmap[0].float()
-            spatial[level].append(float(fmap.var(dim=(1, 2), unbiased=False).sum() / fmap.pow(2).mean(dim=(1, 2)).sum()))
+            spatial_energy = fmap.var(dim=(1, 2), unbiased=False).sum()
+            spatial[level].append(float(spatial_energy / fmap.pow(2).mean(dim=(1, 2)).sum()))
             energy = (fmap - fmap.mean(dim=(1, 2), keepdim=True)).norm(dim=0)
             fh, fw = energy.shape
             mask = torch.zeros(fh, fw, dtype=torch.bool)
@@ -264,7 +265,7 @@ def command_train(args):
     names = dataset_class_names(data, recipe.task)
     set_seed(recipe.seed)
     model, processor, _ = build_model(recipe, names)
-    optimizer, scheduler = build_optimizer(model, recipe), None
+    optimizer = build_optimizer(model, recipe)
     scheduler = build_scheduler(optimizer, recipe)
     set_seed(recipe.seed)  # process 0 of ivgf train: device_specific adds the process index 0
     dataset = SeededTransformDataset(
@@ -309,6 +310,8 @@ def command_probe(args):
     from ivgf_hf.modeling.image_processing_ivgf import IVGFImageProcessor
 
     model = IVGFForObjectDetection.from_pretrained(args.model)
+    if args.rpn_test_top_n:  # RPN proposals kept at test time: per level before NMS, per image after it
+        model.rpn._pre_nms_top_n["testing"], model.rpn._post_nms_top_n["testing"] = args.rpn_test_top_n
     result = measure(model, IVGFImageProcessor.from_pretrained(args.model), data, recipe)
     print(json.dumps(result, indent=1))
     if args.out:
@@ -325,6 +328,8 @@ def main():
     parser.add_argument("--out", help="output folder (train), scratch folder (data, probe)")
     parser.add_argument("--model", help="saved model folder (probe)")
     parser.add_argument("--log-every", type=int, default=25)
+    parser.add_argument("--rpn-test-top-n", type=int, nargs=2, metavar=("PRE", "POST"),
+                        help="probe: override the RPN's test-time pre- and post-NMS proposal counts")
     args = parser.parse_args()
     torch.set_num_threads(1)
     {"data": command_data, "train": command_train, "probe": command_probe}[args.command](args)
