@@ -179,6 +179,10 @@ class IVGFConfig(PretrainedConfig):
             Anchor size (pixels) on each pyramid level P2..P6 (MMDetection's scale 8 x strides 4..64).
         anchor_aspect_ratios (`list[float]`, *optional*, defaults to `[0.5, 1.0, 2.0]`):
             Anchor aspect ratios (height / width) on every level.
+        anchor_scales (`list[float]`, *optional*, defaults to `[1.0]`):
+            Multipliers of each level's anchor size: level l gets anchors of `anchor_sizes[l] * s` for every `s`
+            (with every aspect ratio). `[1.0]` is one size per level (torchvision's and MMDetection's FPN);
+            `[1.0, 2 ** 0.5]` adds a half-octave size, as RetinaNet's octave scales.
         rpn_pre_nms_top_n_train, rpn_pre_nms_top_n_test (`int`, *optional*, default to 2000 and 1000):
             Proposals kept per level before the RPN's NMS.
         rpn_post_nms_top_n_train, rpn_post_nms_top_n_test (`int`, *optional*, default to 1000 and 1000):
@@ -274,6 +278,7 @@ class IVGFConfig(PretrainedConfig):
         fpn_channels=256,
         anchor_sizes=(32, 64, 128, 256, 512),
         anchor_aspect_ratios=(0.5, 1.0, 2.0),
+        anchor_scales=(1.0,),
         rpn_pre_nms_top_n_train=2000,
         rpn_pre_nms_top_n_test=1000,
         rpn_post_nms_top_n_train=1000,
@@ -368,6 +373,7 @@ class IVGFConfig(PretrainedConfig):
         self.fpn_channels = fpn_channels
         self.anchor_sizes = list(anchor_sizes)
         self.anchor_aspect_ratios = [float(r) for r in anchor_aspect_ratios]
+        self.anchor_scales = [float(s) for s in anchor_scales]
         self.rpn_pre_nms_top_n_train = rpn_pre_nms_top_n_train
         self.rpn_pre_nms_top_n_test = rpn_pre_nms_top_n_test
         self.rpn_post_nms_top_n_train = rpn_post_nms_top_n_train
@@ -471,6 +477,10 @@ class IVGFConfig(PretrainedConfig):
             raise ValueError("agf_num_heads and agf_kv_stride need one entry per scale (4)")
         if len(self.anchor_sizes) != 5:
             raise ValueError(f"anchor_sizes needs one size per pyramid level P2..P6 (5), got {self.anchor_sizes}")
+        if not self.anchor_scales or not all(s > 0 for s in self.anchor_scales):
+            raise ValueError(f"anchor_scales must be one or more positive multipliers, got {self.anchor_scales}")
+        if not self.anchor_aspect_ratios or not all(r > 0 for r in self.anchor_aspect_ratios):
+            raise ValueError(f"anchor_aspect_ratios must be positive, got {self.anchor_aspect_ratios}")
         for channels, heads in zip(self.feature_channels, self.agf_num_heads):
             if channels % heads:
                 raise ValueError(f"AGF: {channels} channels are not divisible by {heads} heads")

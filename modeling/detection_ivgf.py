@@ -314,11 +314,7 @@ class IVGFForObjectDetection(IVGFPreTrainedModel):
         self.fpn = FeaturePyramidNetwork(list(config.feature_channels), channels, extra_blocks=LastLevelMaxPool())
         _mark_init(self.fpn, "fpn")
 
-        anchor_generator = IVGFAnchorGenerator(
-            sizes=tuple((int(size),) for size in config.anchor_sizes),
-            aspect_ratios=(tuple(config.anchor_aspect_ratios),) * len(config.anchor_sizes),
-            strides=PYRAMID_STRIDES,
-        )
+        anchor_generator = self.build_anchor_generator(config)
         rpn_head = RPNHead(channels, anchor_generator.num_anchors_per_location()[0])
         _mark_init(rpn_head, "rpn")
         self.rpn = RegionProposalNetwork(
@@ -360,6 +356,16 @@ class IVGFForObjectDetection(IVGFPreTrainedModel):
             **mask_parts,
         )
         self.post_init()
+
+    @staticmethod
+    def build_anchor_generator(config: IVGFConfig) -> "IVGFAnchorGenerator":
+        """The RPN's anchors from the config: on level l (P2..P6, strides 4..64) one anchor per size
+        `anchor_sizes[l] * s` (`s` in `anchor_scales`) and aspect ratio (`anchor_aspect_ratios`, height / width)."""
+        return IVGFAnchorGenerator(
+            sizes=tuple(tuple(float(size) * scale for scale in config.anchor_scales) for size in config.anchor_sizes),
+            aspect_ratios=(tuple(config.anchor_aspect_ratios),) * len(config.anchor_sizes),
+            strides=PYRAMID_STRIDES,
+        )
 
     @property
     def loss_function(self):
