@@ -562,6 +562,8 @@ def test_agf_neighbourhood_attention_equals_attention_masked_to_the_k_by_k_windo
     near = ((rows[:, None] - rows[None]).abs() <= size // 2) & ((cols[:, None] - cols[None]).abs() <= size // 2)
     expected = F.scaled_dot_product_attention(query, key, value, attn_mask=near)  # brute force, N x N mask
     torch.testing.assert_close(agf.attend(query, key, value, height, width), expected, atol=1e-5, rtol=1e-5)
+    unfolded = agf._attend_neighbourhood_unfolded(query, key, value, height, width)  # the export path
+    torch.testing.assert_close(unfolded, expected, atol=1e-5, rtol=1e-5)
     if size == 1:  # one key per query: the attention returns the value at the same position
         torch.testing.assert_close(agf.attend(query, key, value, height, width), value)
     vis, ir = pair(2, 8, height, width)
