@@ -340,13 +340,16 @@ class IVGFAttentionGuidedFusion(GradientCheckpointingLayer):
     before the projection equals pooling the projected keys/values (both are linear), and the parameters are the
     same for every stride.
 
-    Two choices make the module trainable from random weights (docs/model.md, "Deviations from the paper"):
+    These choices make the module trainable from random weights (docs/model.md, "Deviations from the paper"):
 
     - ``residual=True``: the output is ``visible + infrared + gamma * M(...)``, with a per-channel
       :class:`IVGFChannelScale` gamma starting at 0, so AGF starts as the sum baseline and learns what to add;
       ``False`` is eq. 20 as written, ``M(...)`` alone.
     - ``norm=True``: each modality's tokens pass a LayerNorm before the query / key / value projections (pre-norm,
       as in transformer blocks), so the attention logits do not depend on the encoders' feature scale.
+    - ``neighbourhood=k`` (odd): each query attends to the k x k tokens of the other modality around its own
+      position instead of the whole map (0, eq. 18-19 as written). The flattened tokens carry no position, and
+      trained globally the attention ignored where the query is (docs/model.md).
     - ``fan_init=True``: the projections (Xavier) and the merge convolutions (He before the ReLU, Xavier elsewhere)
       are initialised by their fan instead of std 0.02, so the attention is not uniform and the merge's output is of
       the size of its input at step 0.
