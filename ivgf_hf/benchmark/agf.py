@@ -12,7 +12,7 @@ from .measure import autocast, peak_memory_bytes, reset_peak_memory, synchronize
 class NaiveAttentionFusion(IVGFAttentionGuidedFusion):
     """The AGF module with the attention matrix materialised: the reference for the memory comparison."""
 
-    def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, height: int, width: int):
         scores = query @ key.transpose(-2, -1) * query.shape[-1] ** -0.5
         return scores.softmax(dim=-1) @ value
 
