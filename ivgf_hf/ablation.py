@@ -80,6 +80,14 @@ ROWS = {
         "IVGF, TEM prompts in (0, 2) from 1",
         {"model_overrides": {"tem_prompt_range": 2.0, "tem_initial_prompt": 1.0}},
     ),
+    "ivgf_modality_aux": (
+        "IVGF + each modality's own auxiliary loss",
+        {"model_overrides": {"modality_auxiliary_loss_weight": 0.4}},
+    ),
+    "sum_modality_aux": (
+        "Sum fusion + each modality's own auxiliary loss",
+        _fusion(modality_auxiliary_loss_weight=0.4),
+    ),
     "ivgf_global_agf": (
         "IVGF, AGF attention over the whole map (eq. 18-19)",
         {"model_overrides": {"agf_neighbourhood": 0}},
@@ -121,8 +129,11 @@ def _encoder_paths(out: Path, seed: int) -> dict:
 def _cell_recipe(out: Path, regime: str, row: str, seed: int, steps: Optional[int]):
     from .training import get_recipe
 
+    row_overrides = dict(ROWS[row][1])
+    # a row's model overrides add to the recipe's own (the detection recipe sets its anchors there)
+    row_overrides["model_overrides"] = {**get_recipe(RECIPE).model_overrides, **row_overrides.get("model_overrides", {})}
     overrides = {"data_root": str(out / "data"), "eval_split": None, "seed": seed, "export_check": False,
-                 **ROWS[row][1]}
+                 **row_overrides}
     if steps is not None:
         overrides.update(max_steps=steps, save_every=steps, log_every=max(1, min(20, steps)))
     if regime == "pretrained" and row not in _SINGLE:

@@ -168,6 +168,11 @@ class IVGFConfig(PretrainedConfig):
             Convolutions in the auxiliary head.
         auxiliary_concat_input (`bool`, *optional*, defaults to `False`):
             Whether the auxiliary head concatenates its input with its output before classification.
+        modality_auxiliary_loss_weight (`float`, *optional*, defaults to 0.0):
+            Training only, fused segmentation models with the auxiliary head: the auxiliary head is also applied to
+            each modality's own stride-16 map (before fusion) and this weight times each of those two losses is
+            added, so neither encoder can leave the other to learn the classes only it sees (docs/model.md). 0 (the
+            paper) adds nothing; inference is unchanged either way.
         semantic_loss_ignore_index (`int`, *optional*, defaults to 255):
             Label value ignored by the segmentation loss.
         semantic_loss_class_weights (`list[float]`, *optional*):
@@ -273,6 +278,7 @@ class IVGFConfig(PretrainedConfig):
         auxiliary_channels=256,
         auxiliary_num_convs=1,
         auxiliary_concat_input=False,
+        modality_auxiliary_loss_weight=0.0,
         semantic_loss_ignore_index=255,
         semantic_loss_class_weights=None,
         fpn_channels=256,
@@ -366,6 +372,7 @@ class IVGFConfig(PretrainedConfig):
         self.auxiliary_channels = auxiliary_channels
         self.auxiliary_num_convs = auxiliary_num_convs
         self.auxiliary_concat_input = auxiliary_concat_input
+        self.modality_auxiliary_loss_weight = float(modality_auxiliary_loss_weight)
         self.semantic_loss_ignore_index = semantic_loss_ignore_index
         self.semantic_loss_class_weights = (
             [float(w) for w in semantic_loss_class_weights] if semantic_loss_class_weights is not None else None
@@ -473,6 +480,9 @@ class IVGFConfig(PretrainedConfig):
         weights = self.semantic_loss_class_weights
         if weights is not None and not all(w > 0 and w != float("inf") for w in weights):
             raise ValueError(f"semantic_loss_class_weights must be positive and finite, got {weights}")
+        weight = self.modality_auxiliary_loss_weight
+        if not 0.0 <= weight < float("inf"):
+            raise ValueError(f"modality_auxiliary_loss_weight must be finite and >= 0, got {weight}")
         if len(self.agf_num_heads) != 4 or len(self.agf_kv_stride) != 4:
             raise ValueError("agf_num_heads and agf_kv_stride need one entry per scale (4)")
         if len(self.anchor_sizes) != 5:

@@ -465,7 +465,13 @@ class IVGFForSemanticSegmentation(IVGFPreTrainedModel):
         if labels is not None and self.config.num_labels < 2:
             raise ValueError(f"segmentation needs num_labels >= 2, got {self.config.num_labels}")
         self._check_batch_norm_batch((pixel_values if pixel_values is not None else pixel_values_ir).shape[0])
-        outputs = self.ivgf(pixel_values, pixel_values_ir, output_hidden_states=output_hidden_states, return_dict=True)
+        per_modality_loss = labels is not None and self._uses_modality_auxiliary_loss()
+        outputs = self.ivgf(
+            pixel_values,
+            pixel_values_ir,
+            output_hidden_states=output_hidden_states or per_modality_loss,
+            return_dict=True,
+        )
         features = list(outputs.feature_maps)
         batch_size = features[0].shape[0]
         size = (features[0].shape[-2] * 4, features[0].shape[-1] * 4)
@@ -479,12 +485,25 @@ class IVGFForSemanticSegmentation(IVGFPreTrainedModel):
             if self.auxiliary_head is not None:
                 auxiliary = F.interpolate(self.auxiliary_head(features), size=size, mode="bilinear", align_corners=False)
                 loss = loss + self.config.auxiliary_loss_weight * self._loss(auxiliary, labels)
+            if per_modality_loss:
+                loss = loss + self._modality_auxiliary_loss(outputs, labels, size)
 
-        hidden_states = outputs.hidden_states
+        hidden_states = outputs.hidden_states if output_hidden_states else None
         if not return_dict:
             output = (logits,) + ((hidden_states,) if hidden_states is not None else ())
             return ((loss,) + output) if loss is not None else output
         return SemanticSegmenterOutput(loss=loss, logits=logits, hidden_states=hidden_states)
+
+    def _uses_modality_auxiliary_loss(self) -> bool:
+        return self.config.modality_auxiliary_loss_weight > 0 and self.ivgf.is_fused and self.auxiliary_head is not None
+
+    def _modality_auxiliary_loss(self, outputs: IVGFModelOutput, labels: torch.Tensor, size: tuple) -> torch.Tensor:
+        """``modality_auxiliary_loss_weight`` x the auxiliary head's loss on each modality's own maps (before fusion)."""
+        total = 0.0
+        for maps in (outputs.visible_feature_maps, outputs.infrared_feature_maps):
+            logits = F.interpolate(self.auxiliary_head(list(maps)), size=size, mode="bilinear", align_corners=False)
+            total = total + self._loss(logits, labels)
+        return self.config.modality_auxiliary_loss_weight * total
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Weighted mean cross-entropy over the labelled pixels; 0 (graph-connected) when every pixel is ignored.

@@ -153,6 +153,33 @@ def test_auxiliary_loss_weight_is_applied():
     assert with_aux > without_aux
 
 
+def test_modality_auxiliary_loss_adds_the_auxiliary_head_loss_of_each_modality():
+    torch.manual_seed(0)
+    model = IVGFForSemanticSegmentation(tiny_config()).eval()
+    target = labels()
+    with torch.no_grad():
+        plain = model(**inputs(), labels=target)
+        model.config.modality_auxiliary_loss_weight = 0.3
+        weighted = model(**inputs(), labels=target)
+        maps = model.ivgf(**inputs(), output_hidden_states=True)
+        expected = 0.0
+        for modality_maps in (maps.visible_feature_maps, maps.infrared_feature_maps):
+            logits = torch.nn.functional.interpolate(
+                model.auxiliary_head(list(modality_maps)), size=(HEIGHT, WIDTH), mode="bilinear", align_corners=False
+            )
+            expected = expected + torch.nn.functional.cross_entropy(logits, target, ignore_index=255)
+    torch.testing.assert_close(weighted.loss, plain.loss + 0.3 * expected)
+    torch.testing.assert_close(weighted.logits, plain.logits)
+    assert weighted.hidden_states is None
+    single = IVGFForSemanticSegmentation(tiny_config(modalities="infrared", modality_auxiliary_loss_weight=0.3)).eval()
+    with torch.no_grad():
+        with_weight = single(**inputs(), labels=target).loss
+        single.config.modality_auxiliary_loss_weight = 0.0
+        torch.testing.assert_close(single(**inputs(), labels=target).loss, with_weight)
+    with pytest.raises(ValueError, match="modality_auxiliary_loss_weight must be finite and >= 0"):
+        tiny_config(modality_auxiliary_loss_weight=-0.1)
+
+
 def test_class_weighted_loss_matches_torch_and_survives_an_all_ignored_batch():
     torch.manual_seed(0)
     model = IVGFForSemanticSegmentation(tiny_config(use_auxiliary_head=False)).eval()

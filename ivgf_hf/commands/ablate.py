@@ -7,7 +7,8 @@ __all__ = ["register"]
 
 # ivgf_hf.ablation.ROWS / REGIMES / DEFAULT_ROWS, repeated so that `ivgf --help` imports no torch.
 _ROWS = ("sum", "fem", "agf", "tem", "cma", "fem_agf", "fem_tem", "agf_tem", "ivgf", "ivgf_cma", "ivgf_literal",
-         "ivgf_no_fan_init", "ivgf_fast_tem", "ivgf_global_agf", "visible_only", "infrared_only")
+         "ivgf_no_fan_init", "ivgf_fast_tem", "ivgf_modality_aux", "sum_modality_aux", "ivgf_global_agf", "visible_only",
+         "infrared_only")
 _DEFAULT_ROWS = ("ivgf", "sum", "visible_only", "infrared_only")
 _TABLE_IV = ("sum", "fem", "agf", "tem", "cma", "fem_agf", "fem_tem", "agf_tem", "ivgf", "ivgf_cma")
 _REGIMES = ("scratch", "pretrained")
