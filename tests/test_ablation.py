@@ -89,3 +89,45 @@ def test_cli_lists_every_row(capsys):
         main(["ablate", "--help"])
     printed = capsys.readouterr().out
     assert all(row in printed for row in ROWS)
+
+
+def _detection_cell(row, seed, map_all, map50_night):
+    group = {"mAP": map_all, "mAP50": 0.5, "per_class_AP": {"People": 0.25}}
+    metrics = {"all": group, "day": group, "night": {**group, "mAP50": map50_night}}
+    return {"regime": "scratch", "row": row, "seed": seed, "steps": 10, "train_seconds": 120.0, "metrics": metrics}
+
+
+def test_detection_summary_reports_map_and_every_seed():
+    cells = [_detection_cell("ivgf", 0, 0.30, 0.6), _detection_cell("ivgf", 1, 0.40, 0.8)]
+    summary = summarize_cells(cells, ["ivgf"], ["scratch"], [("People", "night")], task="detection")
+    entry = summary["scratch"]["ivgf"]
+    assert entry["mAP_all"]["mean"] == pytest.approx(0.35) and entry["mAP50_night"]["seeds"] == {0: 0.6, 1: 0.8}
+    assert entry["People_night"]["mean"] == pytest.approx(0.25)
+    lines = ablation_markdown(summary, [("People", "night")], task="detection").splitlines()
+    assert lines[2] == ("| Model | mAP50-95 | mAP50-95 day | mAP50-95 night | mAP50 | mAP50 day | mAP50 night | "
+                        "People AP50-95 night | train time |")
+    assert lines[4].startswith("| IVGF (FEM + TEM + AGF) | 35.0 ± 7.1 | 35.0 ± 7.1 | 35.0 ± 7.1 | 50.0 ± 0.0 |")
+    assert "| IVGF (FEM + TEM + AGF) | 30.0 / 40.0 | 30.0 / 40.0 | 30.0 / 40.0 | 50.0 / 50.0 | 50.0 / 50.0 | 60.0 / 80.0 |" in lines
+    with pytest.raises(ValueError, match="task must be one of segmentation, detection, got 'depth'"):
+        summarize_cells(cells, ["ivgf"], ["scratch"], task="depth")
+
+
+def test_detection_ablation_writes_task_named_cells_and_map_table(tmp_path):
+    out = tmp_path / "ablation"
+    settings = dict(task="detection", rows=["ivgf", "visible_only"], seeds=[0], steps=1, num_train=4, num_test=2,
+                    height=96, width=128, log=lambda line: None)
+    result = run_ablation(out, **settings)
+    assert sorted(p.name for p in (out / "cells").iterdir()) == [
+        "detection-scratch-ivgf-seed0.json", "detection-scratch-visible_only-seed0.json"]
+    cell = json.loads((out / "cells" / "detection-scratch-ivgf-seed0.json").read_text())
+    assert set(cell["metrics"]) == {"all", "day", "night"} and {"mAP", "mAP50"} <= set(cell["metrics"]["night"])
+    recipe = json.loads((out / "runs" / "detection-scratch-visible_only-seed0" / "recipe.json").read_text())
+    assert recipe["name"] == "synth-det-cpu" and recipe["cma"] is False
+    assert recipe["model_overrides"]["modalities"] == "visible" and "anchor_sizes" in recipe["model_overrides"]
+    assert (out / "data" / "Annotation").is_dir()
+    markdown = (out / "ablation.md").read_text()
+    assert "| Model | mAP50-95 | mAP50-95 day | mAP50-95 night | mAP50 | mAP50 day | mAP50 night |" in markdown
+    assert result["markdown"] == markdown and (out / "ablation.png").stat().st_size > 0
+    # One folder holds one task's data: a segmentation ablation there is refused.
+    with pytest.raises(FileExistsError, match="other data"):
+        run_ablation(out, **{**settings, "task": "segmentation"})

@@ -1,7 +1,7 @@
 """``ivgf ablate``: the paper's Table IV rows and the baselines on SynthRGBT over several seeds (mean +- std)."""
 
 from ..threads import add_threads_argument
-from .quickstart import add_synthrgbt_arguments, positive_int
+from .quickstart import TASKS, add_synthrgbt_arguments, positive_int
 
 __all__ = ["register"]
 
@@ -23,7 +23,7 @@ def _ablate(args) -> int:
     regimes = list(_REGIMES) if args.regime == "both" else [args.regime]
     try:
         run_ablation(
-            args.out, rows=rows, seeds=list(range(args.first_seed, args.first_seed + args.seeds)), regimes=regimes,
+            args.out, task=args.task, rows=rows, seeds=list(range(args.first_seed, args.first_seed + args.seeds)), regimes=regimes,
             steps=args.steps, jobs=args.jobs, num_train=args.num_train, num_test=args.num_test, height=args.height,
             width=args.width, data_seed=args.data_seed, impairments=args.impairments,
         )
@@ -39,9 +39,14 @@ def register(commands) -> None:
         description="Generate SynthRGBT once, train every requested row (fusion ablations, single-modality "
         "baselines, the literal paper form) for every seed with the synth-seg-cpu recipe, evaluate by day / night "
         "and write ablation.md / .json / .png. Finished cells are kept in --out/cells, so a rerun continues and can "
-        "add rows or seeds. --regime pretrained starts the fused rows from the single-modality models' encoders.",
+        "add rows or seeds. --regime pretrained starts the fused rows from the single-modality models' encoders. "
+        "--task detection gives Table IV's detection column: SynthRGBT in the M3FD layout, the synth-det-cpu "
+        "recipe, mAP50-95 and mAP50 by day / night, in its own --out folder.",
     )
-    parser.add_argument("--out", default="ivgf-ablation", help="output folder (default: ./ivgf-ablation)")
+    parser.add_argument("--task", choices=TASKS, default="segmentation",
+                        help="segmentation (mIoU; default) or detection (mAP50-95 / mAP50)")
+    parser.add_argument("--out", help="output folder (default: ./ivgf-ablation, detection: "
+                        "./ivgf-ablation-detection)")
     parser.add_argument("--rows", nargs="+", choices=_ROWS, default=list(_DEFAULT_ROWS), metavar="ROW",
                         help=f"rows to train (default: {' '.join(_DEFAULT_ROWS)}); choices: {', '.join(_ROWS)}")
     parser.add_argument("--table-iv", action="store_true", help="add every Table IV row (baseline ... IVGF + CMA)")
@@ -49,7 +54,8 @@ def register(commands) -> None:
     parser.add_argument("--first-seed", type=int, default=0, help="first training seed (default: 0)")
     parser.add_argument("--regime", choices=(*_REGIMES, "both"), default="scratch",
                         help="scratch, pretrained (encoders from the single-modality models) or both")
-    parser.add_argument("--steps", type=positive_int, help="optimizer steps per model (default: the recipe's 800)")
+    parser.add_argument("--steps", type=positive_int,
+                        help="optimizer steps per model (default: the recipe's, 800 for segmentation, 700 for detection)")
     parser.add_argument("--jobs", type=positive_int, default=1,
                         help="models trained at once, each with cores / jobs threads (default: 1)")
     data = add_synthrgbt_arguments(parser)

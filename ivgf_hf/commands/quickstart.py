@@ -1,8 +1,11 @@
-"""``ivgf quickstart``: SynthRGBT, a small IVGF trained on the CPU, its evaluation, model folder and overlays."""
+"""``ivgf quickstart``: SynthRGBT, a small IVGF (segmenter or detector) trained on the CPU, its evaluation, model
+folder and overlays."""
 
 from ..threads import add_threads_argument
 
 __all__ = ["register"]
+
+TASKS = ("segmentation", "detection")  # ivgf_hf.quickstart.TASKS, repeated so that `ivgf --help` imports no torch
 
 
 def _quickstart(args) -> int:
@@ -10,8 +13,9 @@ def _quickstart(args) -> int:
 
     try:
         run_quickstart(
-            args.out, compare=args.compare, seeds=args.seeds, impairments=args.impairments, steps=args.steps, overwrite=args.overwrite, num_train=args.num_train,
-            num_test=args.num_test, height=args.height, width=args.width, seed=args.seed,
+            args.out, task=args.task, compare=args.compare, seeds=args.seeds, impairments=args.impairments,
+            steps=args.steps, overwrite=args.overwrite, num_train=args.num_train, num_test=args.num_test,
+            height=args.height, width=args.width, seed=args.seed,
             num_predictions=args.num_predictions, export_check=not args.no_export_check,
         )
     except (FileExistsError, NotADirectoryError) as error:
@@ -47,13 +51,18 @@ def register(commands) -> None:
         description="Generate the synthetic RGB-T data set SynthRGBT, train the tiny IVGF on the CPU with the "
         "synth-seg-cpu recipe, evaluate it per missing modality (paper Table VI) and day / night, and write the "
         "model folder, metrics, plots and overlay PNGs. --compare also trains the visible-only, infrared-only and "
-        "sum-fusion baselines on the same budget and prints where fusion wins.",
+        "sum-fusion baselines on the same budget and prints where fusion wins. --task detection does the same for "
+        "the detector: SynthRGBT in the M3FD layout, the synth-det-cpu recipe, mAP50-95 / mAP50 and box pictures.",
     )
-    parser.add_argument("--out", default="ivgf-quickstart", help="output folder (default: ./ivgf-quickstart)")
+    parser.add_argument("--task", choices=TASKS, default="segmentation",
+                        help="segmentation (default) or detection")
+    parser.add_argument("--out", help="output folder (default: ./ivgf-quickstart, detection: "
+                        "./ivgf-quickstart-detection)")
     parser.add_argument("--compare", action="store_true", help="also train and compare the three baselines")
     parser.add_argument("--seeds", type=positive_int, default=1,
                         help="with --compare: train every model for this many seeds and print mean ± std (default: 1)")
-    parser.add_argument("--steps", type=positive_int, help="optimizer steps per model (default: the recipe's 800)")
+    parser.add_argument("--steps", type=positive_int,
+                        help="optimizer steps per model (default: the recipe's, 800 for segmentation, 700 for detection)")
     parser.add_argument("--overwrite", action="store_true", help="replace a previous quickstart run in --out")
     data = add_synthrgbt_arguments(parser)
     data.add_argument("--seed", type=int, default=0, help="seed of the data and of training (default: 0)")

@@ -13,7 +13,7 @@ from .classes import (
 from .cutout_mix import CutoutMix, CutoutMixConfig
 from .export import embed_images, save_parquet
 from .loaders import load_m3fd, load_mfnet, load_msrs, load_paired_folder
-from .synthetic import generate_synthrgbt, synth_scene
+from .synthetic import generate_synthrgbt, load_synthrgbt_detection, synth_scene
 from .synthetic_impairments import IMPAIRMENTS, REALISTIC_RATES
 from .transforms import (
     DetectionEvalTransform,
@@ -46,6 +46,7 @@ __all__ = [
     "load_msrs",
     "load_paired_folder",
     "generate_synthrgbt",
+    "load_synthrgbt_detection",
     "synth_scene",
     "IMPAIRMENTS",
     "REALISTIC_RATES",

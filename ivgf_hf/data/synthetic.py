@@ -13,6 +13,8 @@ modality shows). The files are written exactly as the real data sets lay them ou
   ``Annotation/<name>.xml`` (Pascal VOC with M3FD class names) and ``meta/train.txt`` / ``meta/test.txt``.
 * ``layout="m3fd"``, ``variant="yolo"``: TarDAL's ``vi/``, ``ir/``, ``labels/<name>.txt`` (``cls cx cy w h``
   normalised, TarDAL's class order) and ``meta/train.txt`` / ``meta/val.txt``.
+* both M3FD variants also list the names of each lighting in ``meta/day.txt`` / ``meta/night.txt`` (M3FD's names
+  carry no day/night suffix); :func:`load_synthrgbt_detection` reads them into the ``condition`` column.
 
 Every scene is drawn from its own generator seeded by ``(seed, index)``, so a scene does not depend on how many
 others are generated. ``impairments`` (:mod:`ivgf_hf.data.synthetic_impairments`) are drawn from a second
@@ -32,7 +34,7 @@ from .classes import M3FD_CLASSES, TARDAL_M3FD_ORDER
 from .synthetic_impairments import resolve_impairments
 from .synthetic_scene import Scene, render_scene
 
-__all__ = ["generate_synthrgbt", "synth_scene", "LAYOUTS"]
+__all__ = ["generate_synthrgbt", "load_synthrgbt_detection", "synth_scene", "LAYOUTS"]
 
 LAYOUTS = {"mfnet": ("rtfnet", "cmx"), "msrs": ("msrs",), "m3fd": ("voc", "yolo")}
 
@@ -240,3 +242,28 @@ def _write_m3fd(out, splits, variant, scene_of):
     test_name = "test" if variant == "voc" else "val"
     _write_lines(out / "meta" / "train.txt", [name for _, name, _ in splits.get("train", [])])
     _write_lines(out / "meta" / f"{test_name}.txt", [name for _, name, _ in splits.get("test", [])])
+    entries = [entry for split_entries in splits.values() for entry in split_entries]
+    _write_lines(out / "meta" / "day.txt", [name for _, name, night in entries if not night])
+    _write_lines(out / "meta" / "night.txt", [name for _, name, night in entries if night])
+
+
+def load_synthrgbt_detection(root, check="header"):
+    """Load SynthRGBT's M3FD layout with its ``meta/`` split lists as ``train`` / ``test``, each pair's
+    ``condition`` ("day" / "night") taken from ``meta/day.txt`` / ``meta/night.txt``."""
+    from datasets import Value
+
+    from .loaders import load_m3fd
+
+    meta = Path(root) / "meta"
+    test_list = meta / "test.txt" if (meta / "test.txt").is_file() else meta / "val.txt"  # VOC / YOLO variant
+    lists = {"train": meta / "train.txt", "test": test_list, "day": meta / "day.txt", "night": meta / "night.txt"}
+    missing = [str(path) for path in lists.values() if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{root} is not SynthRGBT's M3FD layout: missing {', '.join(missing)}")
+    data = load_m3fd(root, split_files={split: lists[split] for split in ("train", "test")}, check=check)
+    condition = {name: lighting for lighting in ("day", "night")
+                 for name in lists[lighting].read_text().split()}
+    for split, dataset in data.items():
+        values = [condition.get(name, "unknown") for name in dataset["name"]]
+        data[split] = dataset.remove_columns("condition").add_column("condition", values, feature=Value("string"))
+    return data
