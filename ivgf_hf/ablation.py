@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import shutil
 import statistics
 import time
-import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,14 +190,22 @@ def _encoder_paths(out: Path, seed: int) -> dict:
 def _cell_recipe(out: Path, task: str, regime: str, row: str, seed: int, steps: Optional[int]):
     from .training import get_recipe
 
-    overrides = {"data_root": str(out / "data"), "eval_split": None, "seed": seed, "export_check": False,
-                 **recipe_overrides(ROWS[row][1])}
+    overrides = {
+        "data_root": str(out / "data"),
+        "eval_split": None,
+        "seed": seed,
+        "export_check": False,
+        **recipe_overrides(ROWS[row][1]),
+    }
     if steps is not None:
         overrides.update(max_steps=steps, save_every=steps, log_every=max(1, min(20, steps)))
     if regime == "pretrained" and row not in _SINGLE:
         paths = _encoder_paths(out, seed)
-        overrides.update(visible_checkpoint=str(paths["visible"]), infrared_checkpoint=str(paths["infrared"]),
-                         layer_decay=PRETRAINED_LAYER_DECAY)
+        overrides.update(
+            visible_checkpoint=str(paths["visible"]),
+            infrared_checkpoint=str(paths["infrared"]),
+            layer_decay=PRETRAINED_LAYER_DECAY,
+        )
     return get_recipe(TASKS[task].recipe, **overrides)
 
 
@@ -207,8 +215,9 @@ def _evaluate(folder: Path, test, task: str, recipe) -> dict:
     from .inference import load_model_and_processor
 
     model, processor = load_model_and_processor(folder)
-    return lighting_metrics(evaluate_model(model, test, task=task, processor=evaluation_processor(processor, recipe),
-                                           protocols=("none",)))
+    return lighting_metrics(
+        evaluate_model(model, test, task=task, processor=evaluation_processor(processor, recipe), protocols=("none",))
+    )
 
 
 def lighting_metrics(result: dict) -> dict:
@@ -247,14 +256,16 @@ def _evaluate_by_impairment(folder: Path, test, groups: dict) -> dict:
     model, processor = load_model_and_processor(folder)
     scores = {}
     for group, indices in sorted(groups.items()):
-        result = evaluate_model(model, test.select(indices), task="segmentation", processor=processor,
-                                protocols=("none",))
+        result = evaluate_model(
+            model, test.select(indices), task="segmentation", processor=processor, protocols=("none",)
+        )
         scores[group] = {"mIoU": result["results"]["none"]["all"]["mIoU"], "count": len(indices)}
     return scores
 
 
-def _run_cell(out: Path, task: str, regime: str, row: str, seed: int, steps: Optional[int],
-              threads: Optional[int]) -> dict:
+def _run_cell(
+    out: Path, task: str, regime: str, row: str, seed: int, steps: Optional[int], threads: Optional[int]
+) -> dict:
     """Train and evaluate one cell in this process; returns (and saves) its record."""
     import torch
 
@@ -270,8 +281,14 @@ def _run_cell(out: Path, task: str, regime: str, row: str, seed: int, steps: Opt
     result = train(recipe, run_dir, data=data, overwrite=True)
     seconds = time.perf_counter() - started
     final = Path(result.final_model)
-    record = {"regime": regime, "row": row, "seed": seed, "steps": recipe.max_steps, "train_seconds": seconds,
-              "metrics": _evaluate(final, data["test"], task, recipe)}
+    record = {
+        "regime": regime,
+        "row": row,
+        "seed": seed,
+        "steps": recipe.max_steps,
+        "train_seconds": seconds,
+        "metrics": _evaluate(final, data["test"], task, recipe),
+    }
     groups = _impairment_groups(out / "data", data["test"]) if task == "segmentation" else {}
     if groups:
         record["by_impairment"] = _evaluate_by_impairment(final, data["test"], groups)
@@ -330,8 +347,9 @@ def _mean_std(values: list) -> tuple:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def summarize_cells(cells: list, rows: Sequence[str], regimes: Sequence[str], highlights: Sequence = (),
-                    task: str = "segmentation") -> dict:
+def summarize_cells(
+    cells: list, rows: Sequence[str], regimes: Sequence[str], highlights: Sequence = (), task: str = "segmentation"
+) -> dict:
     """``{regime: {row: {"<metric>_<lighting>": {"mean", "std", "seeds": {seed: value}}, ...}}}`` from cell
     records; the metrics are the task's (:data:`TASKS`): ``mIoU``, or ``mAP`` (50-95) and ``mAP50``.
 
@@ -349,8 +367,11 @@ def summarize_cells(cells: list, rows: Sequence[str], regimes: Sequence[str], hi
             if not chosen:
                 continue
             entry = {}
-            metrics = [(f"{metric}_{lighting}", lighting, metric, None)
-                       for metric, _ in setup.metrics for lighting in LIGHTINGS]
+            metrics = [
+                (f"{metric}_{lighting}", lighting, metric, None)
+                for metric, _ in setup.metrics
+                for lighting in LIGHTINGS
+            ]
             metrics += [(f"{name}_{lighting}", lighting, None, name) for name, lighting in highlights]
             for key, lighting, metric, class_name in metrics:
                 per_seed = {}
@@ -363,9 +384,12 @@ def summarize_cells(cells: list, rows: Sequence[str], regimes: Sequence[str], hi
             entry["train_minutes"] = statistics.fmean(c["train_seconds"] for c in chosen) / 60
             groups = sorted({g for c in chosen for g in c.get("by_impairment", {})})
             entry["by_impairment"] = {
-                group: dict(zip(("mean", "std"), _mean_std([c.get("by_impairment", {}).get(group, {}).get("mIoU",
-                                                                                                      math.nan)
-                                                            for c in chosen])))
+                group: dict(
+                    zip(
+                        ("mean", "std"),
+                        _mean_std([c.get("by_impairment", {}).get(group, {}).get("mIoU", math.nan) for c in chosen]),
+                    )
+                )
                 for group in groups
             }
             table[row] = entry
@@ -391,8 +415,9 @@ def ablation_markdown(summary: dict, highlights: Sequence = (), task: str = "seg
     """
     setup = _check_task(task)
     metric_keys = [f"{metric}_{lighting}" for metric, _ in setup.metrics for lighting in LIGHTINGS]
-    metric_titles = [f"{title}{'' if lighting == 'all' else ' ' + lighting}"
-                     for _, title in setup.metrics for lighting in LIGHTINGS]
+    metric_titles = [
+        f"{title}{'' if lighting == 'all' else ' ' + lighting}" for _, title in setup.metrics for lighting in LIGHTINGS
+    ]
     class_metric = "IoU" if task == "segmentation" else "AP50-95"
     keys = metric_keys + [f"{n}_{lighting}" for n, lighting in highlights]
     titles = metric_titles + [f"{n} {class_metric} {lighting}" for n, lighting in highlights]
@@ -534,22 +559,34 @@ def run_ablation(
         raise ValueError(f"jobs must be a positive integer, got {jobs}")
     highlights = HIGHLIGHTS[task] if highlights is None else highlights
     out = Path(out_dir or DEFAULT_OUT[task])
-    data_settings = {"num_train": num_train, "num_test": num_test, "height": height, "width": width,
-                     "seed": data_seed, "impairments": impairments}
+    data_settings = {
+        "num_train": num_train,
+        "num_test": num_test,
+        "height": height,
+        "width": width,
+        "seed": data_seed,
+        "impairments": impairments,
+    }
     if task != "segmentation":  # a segmentation folder's settings stay as they were written
         data_settings["task"] = task
     settings_path = out / "data_settings.json"
     if settings_path.exists():
         saved = json.loads(settings_path.read_text(encoding="utf-8"))
         if saved != json.loads(json.dumps(data_settings)):
-            raise FileExistsError(
-                f"{out} holds an ablation on other data ({saved}); use another folder or delete it"
-            )
+            raise FileExistsError(f"{out} holds an ablation on other data ({saved}); use another folder or delete it")
     else:
         out.mkdir(parents=True, exist_ok=True)
         log(f"SynthRGBT ({impairments}): {num_train} training and {num_test} test pairs of {height}x{width}")
-        generate_synthrgbt(out / "data", setup.layout, num_train=num_train, num_test=num_test, height=height,
-                           width=width, seed=data_seed, impairments=impairments)
+        generate_synthrgbt(
+            out / "data",
+            setup.layout,
+            num_train=num_train,
+            num_test=num_test,
+            height=height,
+            width=width,
+            seed=data_seed,
+            impairments=impairments,
+        )
         settings_path.write_text(json.dumps(data_settings, indent=1) + "\n", encoding="utf-8")
 
     plan = _plan(rows, seeds, regimes)
@@ -575,8 +612,9 @@ def run_ablation(
     summary = summarize_cells(cells, rows, regimes, highlights, task)
     markdown = ablation_markdown(summary, highlights, task)
     paths = {"json": out / "ablation.json", "markdown": out / "ablation.md"}
-    paths["json"].write_text(json.dumps(json_ready({"summary": summary, "cells": cells}), indent=1) + "\n",
-                             encoding="utf-8")
+    paths["json"].write_text(
+        json.dumps(json_ready({"summary": summary, "cells": cells}), indent=1) + "\n", encoding="utf-8"
+    )
     paths["markdown"].write_text(markdown, encoding="utf-8")
     plot = _plot(summary, out / "ablation.png", task)
     if plot is not None:

@@ -98,7 +98,7 @@ def split_eval_results(data: Mapping) -> tuple:
 
 
 def _check_text(value: str, name: str) -> str:
-    if not isinstance(value, str) or not value or any(c in value for c in "\"\\\n\r"):
+    if not isinstance(value, str) or not value or any(c in value for c in '"\\\n\r'):
         raise ValueError(f"{name} must be a non-empty string without quotes, backslashes or newlines, got {value!r}")
     return value
 
@@ -193,8 +193,11 @@ def _evaluation_section(task: str, metrics, split: Optional[str], plots) -> str:
         where = f"on {split}" if split else "(the evaluation split was not recorded)"
         parts = [f"Results {where}, in %:", metrics_to_markdown(results)]
         parts += _protocol_tables(details.get("results"))
-        settings = [(key, _format_value(value)) for key, value in details.items()
-                    if key not in ("task", "split") and isinstance(value, (str, int, float, bool))]
+        settings = [
+            (key, _format_value(value))
+            for key, value in details.items()
+            if key not in ("task", "split") and isinstance(value, (str, int, float, bool))
+        ]
         if isinstance(details.get("settings"), Mapping):
             settings += _flatten(details["settings"])
         if settings:

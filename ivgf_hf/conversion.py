@@ -116,7 +116,8 @@ class ConversionResult:
 
 
 def load_checkpoint_file(path: Union[str, Path]) -> dict:
-    """Read a ``.pth`` / ``.pt`` / ``.bin`` (safely: tensors and ``argparse.Namespace`` only) or ``.safetensors`` file."""
+    """Read a ``.pth`` / ``.pt`` / ``.bin`` (safely: tensors and ``argparse.Namespace`` only) or ``.safetensors``
+    file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")

@@ -344,7 +344,8 @@ def inspect_export_folder(folder: Union[str, Path]) -> ExportFolder:
     nested_code = [name for name in files if name.endswith(".py") and "/" in name]
     if missing_code or nested_code:
         raise HubFolderError(
-            f"{folder}: code files missing {missing_code}" if missing_code
+            f"{folder}: code files missing {missing_code}"
+            if missing_code
             else f"{folder}: remote code must be flat, found {nested_code}"
         )
     id2label = {int(key): value for key, value in config.get("id2label", {}).items()}

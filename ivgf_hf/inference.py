@@ -309,14 +309,20 @@ def segmentation_probabilities(
 
 
 @torch.inference_mode()
-def segment(model, processor, visible, infrared, *, protocol="none", sliding_window=None, tta_flip=False,
-            tta_scales=(1.0,)) -> torch.Tensor:
+def segment(
+    model, processor, visible, infrared, *, protocol="none", sliding_window=None, tta_flip=False, tta_scales=(1.0,)
+) -> torch.Tensor:
     """Label map (H, W) int64 of one raw pair (PIL images or arrays), at the original size."""
     rgb, grey = apply_protocol(as_rgb_array(visible), as_grey_array(infrared), protocol)
     inputs = prepare_inputs(processor, [rgb], [grey], next(model.parameters()).device)
     probabilities = segmentation_probabilities(
-        model, inputs["pixel_values"], inputs["pixel_values_ir"], sliding_window=sliding_window, tta_flip=tta_flip,
-        tta_scales=tta_scales, size_divisor=getattr(processor, "size_divisor", 32),
+        model,
+        inputs["pixel_values"],
+        inputs["pixel_values_ir"],
+        sliding_window=sliding_window,
+        tta_flip=tta_flip,
+        tta_scales=tta_scales,
+        size_divisor=getattr(processor, "size_divisor", 32),
     )
     return processor.post_process_semantic_segmentation(probabilities, target_sizes=[rgb.shape[:2]])[0].cpu()
 

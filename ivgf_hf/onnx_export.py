@@ -197,7 +197,12 @@ def export_onnx(
     height, width = example_size
     dynamic = part != "detections"
     smallest = _MIN_EXAMPLE_SIZE if dynamic else _MIN_SIZE
-    if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE or min(height, width) < smallest or (dynamic and height == width):
+    if (
+        height % SIZE_MULTIPLE
+        or width % SIZE_MULTIPLE
+        or min(height, width) < smallest
+        or (dynamic and height == width)
+    ):
         shape = "a non-square (H, W)" if dynamic else "(H, W)"
         raise ValueError(
             f"example_size for part {part!r} must be {shape}, multiples of {SIZE_MULTIPLE}, at least {smallest}; "
@@ -210,14 +215,24 @@ def export_onnx(
         if dynamic:
             # Batch 2 in the example: a batch of 1 would be specialised to the constant 1 by torch.export.
             program = torch.onnx.export(
-                module, example_inputs(model.config, 2, height, width), dynamo=True, opset_version=opset,
-                input_names=input_names, output_names=output_names, dynamic_shapes=_dynamic_shapes(),
+                module,
+                example_inputs(model.config, 2, height, width),
+                dynamo=True,
+                opset_version=opset,
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_shapes=_dynamic_shapes(),
             )
             program.save(str(path), external_data=False)
         else:
             torch.onnx.export(
-                module, example_inputs(model.config, 1, height, width), str(path), dynamo=False,
-                opset_version=opset, input_names=input_names, output_names=output_names,
+                module,
+                example_inputs(model.config, 1, height, width),
+                str(path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=input_names,
+                output_names=output_names,
             )
     from .inference import model_task
 
@@ -257,10 +272,12 @@ def onnx_parity(
         expected = expected if isinstance(expected, tuple) else (expected,)
         got = session.run(output_names, {"pixel_values": visible.numpy(), "pixel_values_ir": infrared.numpy()})
         diff = max(_max_abs_diff(torch.from_numpy(g), e) for g, e in zip(got, expected))
-        rows.append({
-            "size": (height, width),
-            "batch_size": batch_size,
-            "outputs": {name: tuple(g.shape) for name, g in zip(output_names, got)},
-            "max_abs_diff": diff,
-        })
+        rows.append(
+            {
+                "size": (height, width),
+                "batch_size": batch_size,
+                "outputs": {name: tuple(g.shape) for name, g in zip(output_names, got)},
+                "max_abs_diff": diff,
+            }
+        )
     return rows

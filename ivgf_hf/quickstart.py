@@ -58,7 +58,15 @@ VARIANTS = {
     "infrared_only": ("Infrared only", {"model_overrides": {"modalities": "infrared"}, "cma": False}),
 }
 OUTPUT_ENTRIES = (
-    "data", "runs", "model", "eval", "predictions", "comparison.md", "comparison.json", "seeds.md", "seeds.json",
+    "data",
+    "runs",
+    "model",
+    "eval",
+    "predictions",
+    "comparison.md",
+    "comparison.json",
+    "seeds.md",
+    "seeds.json",
     "summary.md",
 )
 PROTOCOLS = ("none", "visible_missing", "infrared_missing")
@@ -90,11 +98,17 @@ def _train_variant(
     name: str, data, out: Path, steps: Optional[int], seed: int, export_check: bool, run_name: str, task: str
 ) -> tuple:
     """Train one variant into ``runs/<run_name>``; returns (final model folder, seconds, recipe)."""
-    from .ablation import TASKS as ABLATION_TASKS, recipe_overrides
+    from .ablation import TASKS as ABLATION_TASKS
+    from .ablation import recipe_overrides
     from .training import get_recipe, train
 
-    overrides = {"data_root": str(out / "data"), "eval_split": None, "seed": seed, "export_check": export_check,
-                 **recipe_overrides(VARIANTS[name][1])}
+    overrides = {
+        "data_root": str(out / "data"),
+        "eval_split": None,
+        "seed": seed,
+        "export_check": export_check,
+        **recipe_overrides(VARIANTS[name][1]),
+    }
     if steps is not None:
         overrides.update(max_steps=steps, save_every=steps, log_every=max(1, min(20, steps)))
     recipe = get_recipe(ABLATION_TASKS[task].recipe, **overrides)
@@ -115,8 +129,10 @@ def _write_predictions(model, processor, data_root: Path, test, out_dir: Path, c
     if task == "segmentation":
         pairs = [InputPair(name, data_root / "images" / f"{name}.png", None) for name in sorted(chosen)]
     else:
-        pairs = [InputPair(name, data_root / "Vis" / f"{name}.png", data_root / "Ir" / f"{name}.png")
-                 for name in sorted(chosen)]
+        pairs = [
+            InputPair(name, data_root / "Vis" / f"{name}.png", data_root / "Ir" / f"{name}.png")
+            for name in sorted(chosen)
+        ]
     return predict_pairs(model, processor, pairs, out_dir, task=task, progress=False)
 
 
@@ -153,18 +169,21 @@ def _percent(value) -> str:
 def comparison_markdown(rows: list, task: str = "segmentation") -> str:
     """The comparison table (%, one decimal): the task's metrics by lighting and the IoU (detection: AP50-95) of
     its highlights (:data:`ivgf_hf.ablation.HIGHLIGHTS`)."""
-    from .ablation import HIGHLIGHTS, TASKS as ABLATION_TASKS
+    from .ablation import HIGHLIGHTS
+    from .ablation import TASKS as ABLATION_TASKS
 
     setup, highlights = ABLATION_TASKS[task], HIGHLIGHTS[task]
     class_metric = "IoU" if task == "segmentation" else "AP50-95"
-    header = ["Model"] + [f"{title}{'' if lighting == 'all' else ' ' + lighting}"
-                          for _, title in setup.metrics for lighting in LIGHTINGS]
+    header = ["Model"] + [
+        f"{title}{'' if lighting == 'all' else ' ' + lighting}" for _, title in setup.metrics for lighting in LIGHTINGS
+    ]
     header += [f"{name} {class_metric}{'' if lighting == 'all' else ' ' + lighting}" for name, lighting in highlights]
     header.append("train time")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row["title"]] + [_percent(row[f"{metric}_{lighting}"])
-                                  for metric, _ in setup.metrics for lighting in LIGHTINGS]
+        cells = [row["title"]] + [
+            _percent(row[f"{metric}_{lighting}"]) for metric, _ in setup.metrics for lighting in LIGHTINGS
+        ]
         cells += [_percent(row[setup.per_class][lighting].get(name, math.nan)) for name, lighting in highlights]
         cells.append(f"{row['train_seconds'] / 60:.1f} min")
         lines.append("| " + " | ".join(cells) + " |")
@@ -176,8 +195,14 @@ def seed_cells(evaluated_by_seed: dict) -> list:
     from .ablation import lighting_metrics
 
     return [
-        {"regime": "scratch", "row": _ABLATION_ROWS[name], "seed": seed, "steps": entry["steps"],
-         "train_seconds": entry["seconds"], "metrics": lighting_metrics(entry["result"])}
+        {
+            "regime": "scratch",
+            "row": _ABLATION_ROWS[name],
+            "seed": seed,
+            "steps": entry["steps"],
+            "train_seconds": entry["seconds"],
+            "metrics": lighting_metrics(entry["result"]),
+        }
         for (name, seed), entry in evaluated_by_seed.items()
     ]
 
@@ -233,7 +258,8 @@ def run_quickstart(
         raise ValueError(f"seeds must be a positive integer, got {seeds}")
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
-    from .ablation import HIGHLIGHTS, TASKS as ABLATION_TASKS, evaluation_processor, json_ready, load_task_data
+    from .ablation import HIGHLIGHTS, evaluation_processor, json_ready, load_task_data
+    from .ablation import TASKS as ABLATION_TASKS
     from .data import generate_synthrgbt
     from .evaluation.runner import evaluate_model, write_evaluation_report
     from .inference import load_model_and_processor
@@ -241,10 +267,20 @@ def run_quickstart(
     out = Path(out_dir or DEFAULT_OUT[task])
     prepare_output_dir(out, overwrite)
     layout = ABLATION_TASKS[task].layout
-    log(f"[1/4] SynthRGBT ({impairments}, {layout} layout): {num_train} training and {num_test} test pairs of "
-        f"{height}x{width} -> {out / 'data'}")
-    generate_synthrgbt(out / "data", layout, num_train=num_train, num_test=num_test, height=height, width=width,
-                       seed=seed, impairments=impairments)
+    log(
+        f"[1/4] SynthRGBT ({impairments}, {layout} layout): {num_train} training and {num_test} test pairs of "
+        f"{height}x{width} -> {out / 'data'}"
+    )
+    generate_synthrgbt(
+        out / "data",
+        layout,
+        num_train=num_train,
+        num_test=num_test,
+        height=height,
+        width=width,
+        seed=seed,
+        impairments=impairments,
+    )
     data = load_task_data(out / "data", task)
     variants = list(VARIANTS) if compare else ["ivgf"]
     training_seeds = list(range(seed, seed + (seeds if compare else 1)))
@@ -253,8 +289,10 @@ def run_quickstart(
     for number, (name, run_seed) in enumerate(runs, start=1):
         first = run_seed == seed
         run_name = name if first else f"{name}-seed{run_seed}"
-        log(f"[2/4] training {VARIANTS[name][0]}, seed {run_seed} ({number}/{len(runs)}) on the CPU -> "
-            f"{out / 'runs' / run_name}")
+        log(
+            f"[2/4] training {VARIANTS[name][0]}, seed {run_seed} ({number}/{len(runs)}) on the CPU -> "
+            f"{out / 'runs' / run_name}"
+        )
         folder, seconds, recipe = _train_variant(
             name, data, out, steps, run_seed, export_check and name == "ivgf" and first, run_name, task
         )
@@ -276,12 +314,16 @@ def run_quickstart(
                 processor.save_pretrained(out / "model")
             eval_paths = write_evaluation_report(result, out / "eval", title="IVGF quickstart (tiny, SynthRGBT)")
             log(f"[4/4] writing the predictions of {num_predictions} test images -> {out / 'predictions'}")
-            predictions = _write_predictions(model, processor, out / "data", data["test"], out / "predictions",
-                                             num_predictions, task)
+            predictions = _write_predictions(
+                model, processor, out / "data", data["test"], out / "predictions", num_predictions, task
+            )
 
     main = evaluated["ivgf"]
-    summary = [f"## IVGF quickstart ({task}): tiny model, {main['steps']} steps, {main['seconds'] / 60:.1f} min on the CPU", "",
-               _protocol_table(main["result"])]
+    summary = [
+        f"## IVGF quickstart ({task}): tiny model, {main['steps']} steps, {main['seconds'] / 60:.1f} min on the CPU",
+        "",
+        _protocol_table(main["result"]),
+    ]
     rows = seed_summary = None
     if compare:
         rows = comparison_rows(evaluated, task)

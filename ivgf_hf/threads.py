@@ -99,7 +99,9 @@ def configure_threads(requested: Optional[int] = None, processes: Optional[int] 
 def add_threads_argument(parser) -> None:
     """Add ``--threads N`` to an argparse parser of an ``ivgf`` command (``ivgf_hf.cli`` applies it)."""
     parser.add_argument(
-        "--threads", type=int, metavar="N",
+        "--threads",
+        type=int,
+        metavar="N",
         help=f"torch intra-op threads per process (default: ${ENV_VAR}, else $OMP_NUM_THREADS, else the available "
         "cores (affinity and cgroup quota) divided by the processes on this machine)",
     )

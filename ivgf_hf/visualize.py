@@ -69,8 +69,9 @@ def colorize(mask, palette: Sequence[Sequence[int]]) -> np.ndarray:
     return colorize_mask(mask, palette)
 
 
-def overlay(image, mask, palette: Sequence[Sequence[int]], alpha: float = 0.5,
-            transparent_ids: Sequence[int] = ()) -> np.ndarray:
+def overlay(
+    image, mask, palette: Sequence[Sequence[int]], alpha: float = 0.5, transparent_ids: Sequence[int] = ()
+) -> np.ndarray:
     """Blend the colour-coded ``mask`` over ``image`` (uint8 (H, W, 3) or (H, W)); pixels of
     ``transparent_ids`` keep the image. Returns uint8 (H, W, 3)."""
     if not 0.0 <= alpha <= 1.0:
@@ -88,8 +89,9 @@ def overlay(image, mask, palette: Sequence[Sequence[int]], alpha: float = 0.5,
     return np.rint(blended).astype(np.uint8)
 
 
-def draw_detections(image, boxes, labels, scores, class_names: Sequence[str],
-                    palette: Optional[Sequence[Sequence[int]]] = None) -> Image.Image:
+def draw_detections(
+    image, boxes, labels, scores, class_names: Sequence[str], palette: Optional[Sequence[Sequence[int]]] = None
+) -> Image.Image:
     """Draw boxes (n, 4) absolute xyxy with "class score" tags on a copy of ``image`` (RGB uint8 array or PIL)."""
     picture = Image.fromarray(np.asarray(image)).convert("RGB")
     boxes, labels, scores = np.asarray(boxes, dtype=np.float64).reshape(-1, 4), np.asarray(labels), np.asarray(scores)

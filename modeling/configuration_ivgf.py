@@ -459,8 +459,7 @@ class IVGFConfig(PretrainedConfig):
             for name in ("hidden_sizes", "patch_sizes"):
                 if vis[name] != ir[name]:
                     raise ValueError(
-                        f"fusion needs equal {name} for both encoders, got visible {vis[name]} and "
-                        f"infrared {ir[name]}"
+                        f"fusion needs equal {name} for both encoders, got visible {vis[name]} and infrared {ir[name]}"
                     )
             if not 0.0 < self.tem_initial_prompt < self.tem_prompt_range:
                 raise ValueError(

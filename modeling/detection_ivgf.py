@@ -27,12 +27,12 @@ from torchvision.ops.poolers import LevelMapper
 from transformers.utils import ModelOutput
 
 from .configuration_ivgf import IVGFConfig
-from .modeling_ivgf import IVGFModel, IVGFPreTrainedModel
 
 # transformers 4.57 copies only the direct relative imports of a module loaded as remote code from a local folder:
 # importing modeling_ivgf's own siblings here makes them travel with this file.
 from .encoder_ivgf import IVGFEncoder  # noqa: F401
 from .fusion_ivgf import IVGFAttentionGuidedFusion  # noqa: F401
+from .modeling_ivgf import IVGFModel, IVGFPreTrainedModel
 
 __all__ = [
     "IVGFForObjectDetection",

@@ -288,9 +288,7 @@ class IVGFEncoder(nn.Module):
         self.patch_embed2 = IVGFPatchEmbed(dims[0], dims[1], patches[1], eps, act)
         self.patch_embed3 = IVGFPatchEmbed(dims[1], dims[2], patches[2], eps, act)
         self.patch_embed4 = nn.Linear(dims[2], dims[2])
-        self.blocks1 = nn.ModuleList(
-            [IVGFConvBlock(dims[0], ratios[0], rates[i], eps, act) for i in range(depths[0])]
-        )
+        self.blocks1 = nn.ModuleList([IVGFConvBlock(dims[0], ratios[0], rates[i], eps, act) for i in range(depths[0])])
         self.blocks2 = nn.ModuleList(
             [IVGFConvBlock(dims[1], ratios[1], rates[depths[0] + i], eps, act) for i in range(depths[1])]
         )

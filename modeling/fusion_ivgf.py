@@ -394,7 +394,12 @@ class IVGFAttentionGuidedFusion(GradientCheckpointingLayer):
         self.infrared_key_value = nn.Linear(channels, 2 * channels)
         self.merge = IVGFMergeBlock(2 * channels, channels, fan_init)
         if fan_init:
-            for projection in (self.visible_query, self.visible_key_value, self.infrared_query, self.infrared_key_value):
+            for projection in (
+                self.visible_query,
+                self.visible_key_value,
+                self.infrared_query,
+                self.infrared_key_value,
+            ):
                 _fan_init(projection, "linear")
         if residual:
             self.merge_scale = IVGFChannelScale(channels, 0.0)
@@ -509,8 +514,7 @@ class IVGFSumFusion(nn.Module):
     def forward(self, visible: torch.Tensor, infrared: torch.Tensor) -> torch.Tensor:
         if visible.shape != infrared.shape:
             raise ValueError(
-                f"visible and infrared must have the same shape, got {tuple(visible.shape)} and "
-                f"{tuple(infrared.shape)}"
+                f"visible and infrared must have the same shape, got {tuple(visible.shape)} and {tuple(infrared.shape)}"
             )
         return visible + infrared
 

@@ -396,14 +396,22 @@ class IVGFImageProcessor(BaseImageProcessor):
             warnings.warn(f"IVGFImageProcessor ignores unknown arguments {unknown}", stacklevel=2)
         super().__init__(**{key: value for key, value in kwargs.items() if key in _META_KWARGS})
         settings = _normalise_settings(
-            {"do_resize": do_resize, "size": size, "resample": resample, "do_rescale": do_rescale,
-             "rescale_factor": rescale_factor, "do_normalize": do_normalize,
-             "image_mean": IMAGENET_DEFAULT_MEAN if image_mean is None else image_mean,
-             "image_std": IMAGENET_DEFAULT_STD if image_std is None else image_std,
-             "ir_image_mean": (0.425,) if ir_image_mean is None else ir_image_mean,
-             "ir_image_std": (0.200,) if ir_image_std is None else ir_image_std,
-             "ir_num_channels": ir_num_channels, "do_pad": do_pad, "size_divisor": size_divisor,
-             "ignore_index": ignore_index}
+            {
+                "do_resize": do_resize,
+                "size": size,
+                "resample": resample,
+                "do_rescale": do_rescale,
+                "rescale_factor": rescale_factor,
+                "do_normalize": do_normalize,
+                "image_mean": IMAGENET_DEFAULT_MEAN if image_mean is None else image_mean,
+                "image_std": IMAGENET_DEFAULT_STD if image_std is None else image_std,
+                "ir_image_mean": (0.425,) if ir_image_mean is None else ir_image_mean,
+                "ir_image_std": (0.200,) if ir_image_std is None else ir_image_std,
+                "ir_num_channels": ir_num_channels,
+                "do_pad": do_pad,
+                "size_divisor": size_divisor,
+                "ignore_index": ignore_index,
+            }
         )
         for key, value in settings.items():
             setattr(self, key, value)
@@ -414,8 +422,9 @@ class IVGFImageProcessor(BaseImageProcessor):
         settings.update({key: value for key, value in overrides.items() if value is not None})
         return _normalise_settings(settings)
 
-    def __call__(self, images=None, images_ir=None, segmentation_maps=None, annotations=None, return_tensors=None,
-                 **kwargs):
+    def __call__(
+        self, images=None, images_ir=None, segmentation_maps=None, annotations=None, return_tensors=None, **kwargs
+    ):
         """Same as [`~IVGFImageProcessor.preprocess`]."""
         return self.preprocess(images, images_ir, segmentation_maps, annotations, return_tensors, **kwargs)
 
@@ -476,12 +485,20 @@ class IVGFImageProcessor(BaseImageProcessor):
         outputs = {}  # key -> (batch tensor or None, per-image tensors)
         if visible is not None:
             outputs["pixel_values"] = self._process_stream(
-                visible, resized_sizes, padded, s, s["image_mean"], s["image_std"], 3, "images")
+                visible, resized_sizes, padded, s, s["image_mean"], s["image_std"], 3, "images"
+            )
         if infrared is not None:
             infrared = [(_grey(tensor), multiplier) for tensor, multiplier in infrared]
             outputs["pixel_values_ir"] = self._process_stream(
-                infrared, resized_sizes, padded, s, s["ir_image_mean"], s["ir_image_std"], s["ir_num_channels"],
-                "images_ir")
+                infrared,
+                resized_sizes,
+                padded,
+                s,
+                s["ir_image_mean"],
+                s["ir_image_std"],
+                s["ir_num_channels"],
+                "images_ir",
+            )
         if segmentation_maps is not None:
             outputs["labels"] = self._process_masks(segmentation_maps, original_sizes, resized_sizes, padded, s)
         data = {key: batch if return_tensors == "pt" else per_image for key, (batch, per_image) in outputs.items()}
@@ -501,8 +518,11 @@ class IVGFImageProcessor(BaseImageProcessor):
         for entries, name, allowed in ((visible, "images", (1, 3)), (infrared, "images_ir", (1, 3))):
             for index, (tensor, _) in enumerate(entries or []):
                 if tensor.shape[0] not in allowed:
-                    hint = (" (a 4-channel RGBT image is only split when images_ir is None)"
-                            if name == "images" and tensor.shape[0] == 4 else "")
+                    hint = (
+                        " (a 4-channel RGBT image is only split when images_ir is None)"
+                        if name == "images" and tensor.shape[0] == 4
+                        else ""
+                    )
                     raise ValueError(
                         f"{name}[{index}] has {tensor.shape[0]} channels (shape {tuple(tensor.shape)}); expected "
                         f"{' or '.join(map(str, allowed))}{hint}"
@@ -693,7 +713,8 @@ def _annotation_to_target(annotation, index, original_hw, resized_hw, padded_hw)
             raise ValueError(f"annotations[{index}]['annotations'][{number}] needs the keys 'bbox' and 'category_id'")
         if len(obj["bbox"]) != 4:
             raise ValueError(
-                f"annotations[{index}]['annotations'][{number}]['bbox'] must be [x, y, w, h], got {obj['bbox']}")
+                f"annotations[{index}]['annotations'][{number}]['bbox'] must be [x, y, w, h], got {obj['bbox']}"
+            )
         category = obj["category_id"]
         if not isinstance(category, numbers.Integral) or isinstance(category, bool) or category < 0:
             raise ValueError(

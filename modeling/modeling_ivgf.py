@@ -41,6 +41,7 @@ __all__ = [
 # Table VI protocol, cutout&mix patches, the model's in-forward replacement).
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
+
 @dataclass
 class IVGFModelOutput(ModelOutput):
     """Output of [`IVGFModel`].
@@ -289,7 +290,9 @@ class IVGFModel(IVGFPreTrainedModel):
             vis_hidden.append(vis_tokens)
             ir_hidden.append(ir_tokens)
 
-        vis, ir = self._enhance(2, vis_encoder.tokens_to_map(vis_tokens, grid), ir_encoder.tokens_to_map(ir_tokens, grid))
+        vis, ir = self._enhance(
+            2, vis_encoder.tokens_to_map(vis_tokens, grid), ir_encoder.tokens_to_map(ir_tokens, grid)
+        )
         vis_maps.append(vis)
         ir_maps.append(ir)
         vis, ir = self._enhance(3, vis_encoder.stage4(vis), ir_encoder.stage4(ir))
@@ -394,7 +397,9 @@ class IVGFBackbone(IVGFPreTrainedModel):
         )
         stacked = self.config.num_channels + self.config.num_channels_ir
         if pixel_values is not None and pixel_values_ir is None and pixel_values.shape[1] == stacked:
-            pixel_values, pixel_values_ir = pixel_values.split([self.config.num_channels, self.config.num_channels_ir], 1)
+            pixel_values, pixel_values_ir = pixel_values.split(
+                [self.config.num_channels, self.config.num_channels_ir], 1
+            )
         output = self.ivgf(pixel_values, pixel_values_ir, output_hidden_states=output_hidden_states, return_dict=True)
         maps = tuple(output.feature_maps[index] for index in self.out_indices)
         hidden = output.hidden_states
@@ -483,7 +488,9 @@ class IVGFForSemanticSegmentation(IVGFPreTrainedModel):
                 raise ValueError(f"labels must have shape {(batch_size, *size)}, got {tuple(labels.shape)}")
             loss = self._loss(logits, labels)
             if self.auxiliary_head is not None:
-                auxiliary = F.interpolate(self.auxiliary_head(features), size=size, mode="bilinear", align_corners=False)
+                auxiliary = F.interpolate(
+                    self.auxiliary_head(features), size=size, mode="bilinear", align_corners=False
+                )
                 loss = loss + self.config.auxiliary_loss_weight * self._loss(auxiliary, labels)
             if per_modality_loss:
                 loss = loss + self._modality_auxiliary_loss(outputs, labels, size)
@@ -498,7 +505,8 @@ class IVGFForSemanticSegmentation(IVGFPreTrainedModel):
         return self.config.modality_auxiliary_loss_weight > 0 and self.ivgf.is_fused and self.auxiliary_head is not None
 
     def _modality_auxiliary_loss(self, outputs: IVGFModelOutput, labels: torch.Tensor, size: tuple) -> torch.Tensor:
-        """``modality_auxiliary_loss_weight`` x the auxiliary head's loss on each modality's own maps (before fusion)."""
+        """``modality_auxiliary_loss_weight`` x the auxiliary head's loss on each modality's own maps (before
+        fusion), summed over the two modalities."""
         total = 0.0
         for maps in (outputs.visible_feature_maps, outputs.infrared_feature_maps):
             logits = F.interpolate(self.auxiliary_head(list(maps)), size=size, mode="bilinear", align_corners=False)

@@ -1,6 +1,6 @@
 """Benchmark harness (the same as ``ivgf benchmark``): see ``python scripts/benchmark.py --help``.
 
-    python scripts/benchmark.py --preset tiny --size 64 --iterations 3 --out bench.json --plot bench
+python scripts/benchmark.py --preset tiny --size 64 --iterations 3 --out bench.json --plot bench
 """
 
 import sys

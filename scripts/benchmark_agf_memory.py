@@ -26,8 +26,13 @@ import os
 
 import torch
 
-from ivgf_hf.benchmark import AGF_IMPLEMENTATIONS, AGF_PASSES, agf_memory_markdown, naive_attention_estimate_bytes
-from ivgf_hf.benchmark import run_in_subprocess
+from ivgf_hf.benchmark import (
+    AGF_IMPLEMENTATIONS,
+    AGF_PASSES,
+    agf_memory_markdown,
+    naive_attention_estimate_bytes,
+    run_in_subprocess,
+)
 
 
 def parse_args(argv=None):
@@ -87,8 +92,10 @@ def main(argv=None):
                     results.append({**case, **run_in_subprocess(case, args.timeout)})
                 print(agf_memory_markdown(results).splitlines()[-1], flush=True)
     print()
-    print(f"AGF peak memory on {device}: channels {args.channels}, heads {args.heads}, batch {args.batch}, "
-          f"stride {args.stride}, {args.dtype} (peak increase over the memory in use before the pass)")
+    print(
+        f"AGF peak memory on {device}: channels {args.channels}, heads {args.heads}, batch {args.batch}, "
+        f"stride {args.stride}, {args.dtype} (peak increase over the memory in use before the pass)"
+    )
     print(agf_memory_markdown(results))
     if args.out:
         with open(args.out, "w") as handle:

@@ -127,16 +127,20 @@ def main(argv=None):
                 ),
             }
 
-    print(f"RGB-T input pipeline, {args.height}x{args.width} -> {args.crop}x{args.crop} crops, "
-          f"{os.cpu_count()} CPU cores ({platform.machine()}), load average at start "
-          f"{results['machine']['load_average_1min_at_start']:.1f}")
+    print(
+        f"RGB-T input pipeline, {args.height}x{args.width} -> {args.crop}x{args.crop} crops, "
+        f"{os.cpu_count()} CPU cores ({platform.machine()}), load average at start "
+        f"{results['machine']['load_average_1min_at_start']:.1f}"
+    )
     for task in ("segmentation", "detection"):
         print(f"\n{task}")
         for key, value in results[task].items():
             print(f"  {key:<44} {value:8.1f}")
     demand = (2 * 3, 2 * 5)
-    print(f"\nA GPU training step at batch 2 and 3-5 steps/s consumes {demand[0]}-{demand[1]} pairs/s; "
-          f"the goal is 4x that: {4 * demand[0]}-{4 * demand[1]} pairs/s.")
+    print(
+        f"\nA GPU training step at batch 2 and 3-5 steps/s consumes {demand[0]}-{demand[1]} pairs/s; "
+        f"the goal is 4x that: {4 * demand[0]}-{4 * demand[1]} pairs/s."
+    )
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
         print(f"wrote {args.out}")

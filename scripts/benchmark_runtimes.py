@@ -90,16 +90,22 @@ def main(argv=None) -> None:
     threads = configure_threads(args.threads)
     import onnxruntime
 
-    print(f"machine: {platform.processor() or platform.machine()}, {available_cpus()} available cores, "
-          f"{threads} threads; torch {torch.__version__}, onnxruntime {onnxruntime.__version__}")
-    print(f"input: batch {args.batch_size}, {args.height}x{args.width}; median of {args.runs} runs after "
-          f"{args.warmup} warm-up calls\n")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {available_cpus()} available cores, "
+        f"{threads} threads; torch {torch.__version__}, onnxruntime {onnxruntime.__version__}"
+    )
+    print(
+        f"input: batch {args.batch_size}, {args.height}x{args.width}; median of {args.runs} runs after "
+        f"{args.warmup} warm-up calls\n"
+    )
     print("| preset | runtime | median ms | vs eager | max abs logit diff vs eager |")
     print("|---|---|---|---|---|")
     for preset in args.presets:
         for row in measure(preset, args.height, args.width, args.batch_size, args.warmup, args.runs):
-            print(f"| {row['preset']} | {row['runtime']} | {row['ms']:.1f} | {row['ratio']:.2f}x | "
-                  f"{row['max_abs_diff']:.1e} |")
+            print(
+                f"| {row['preset']} | {row['runtime']} | {row['ms']:.1f} | {row['ratio']:.2f}x | "
+                f"{row['max_abs_diff']:.1e} |"
+            )
 
 
 if __name__ == "__main__":

@@ -62,11 +62,17 @@ def _anchors(model_or_config, height, width):
         from ivgf_hf.modeling.detection_ivgf import PYRAMID_STRIDES, IVGFAnchorGenerator
 
         config = model_or_config
-        generator = IVGFAnchorGenerator(tuple((int(s),) for s in config.anchor_sizes),
-                                        (tuple(config.anchor_aspect_ratios),) * 5, PYRAMID_STRIDES)
+        generator = IVGFAnchorGenerator(
+            tuple((int(s),) for s in config.anchor_sizes), (tuple(config.anchor_aspect_ratios),) * 5, PYRAMID_STRIDES
+        )
     h4, w4 = (height // 16 - 3) // 2 + 1, (width // 16 - 3) // 2 + 1
-    grids = [(height // 4, width // 4), (height // 8, width // 8), (height // 16, width // 16), (h4, w4),
-             ((h4 + 1) // 2, (w4 + 1) // 2)]
+    grids = [
+        (height // 4, width // 4),
+        (height // 8, width // 8),
+        (height // 16, width // 16),
+        (h4, w4),
+        ((h4 + 1) // 2, (w4 + 1) // 2),
+    ]
     maps = [torch.zeros(1, 1, h, w) for h, w in grids]
     return generator(ImageList(torch.zeros(1, 3, height, width), [(height, width)]), maps)[0]
 
@@ -119,8 +125,9 @@ def command_data(args):
         }
         if split == recipe.eval_split:
             # the evaluation frame: the image as the evaluation transform gives it (eval_size, padding to 32)
-            sample = DetectionEvalTransform(size=recipe.eval_size).apply(rows[0]["visible"], rows[0]["infrared"],
-                                                                          rows[0]["objects"])
+            sample = DetectionEvalTransform(size=recipe.eval_size).apply(
+                rows[0]["visible"], rows[0]["infrared"], rows[0]["objects"]
+            )
             height, width = sample["pixel_values"].shape[-2:]
             scale = 1.0
             if recipe.eval_size is not None:
@@ -234,13 +241,15 @@ def measure(model, processor, data, recipe):
 
     result = {"probe": probe(model, data, recipe)}
     processor = _eval_processor(processor, recipe.eval_size)
-    metrics = evaluate_model(model, data[recipe.eval_split], task="detection", processor=processor,
-                             batch_size=recipe.eval_batch_size)["metrics"]
+    metrics = evaluate_model(
+        model, data[recipe.eval_split], task="detection", processor=processor, batch_size=recipe.eval_batch_size
+    )["metrics"]
     result["test"] = {key: metrics[key] for key in ("mAP", "mAP50", "mAP75", "per_class_AP50", "per_class_AP")}
     # training images: low here too means the detector did not fit, not that it fails to generalise
     train_rows = data[recipe.train_split].select(range(min(48, len(data[recipe.train_split]))))
-    fitted = evaluate_model(model, train_rows, task="detection", processor=processor,
-                            batch_size=recipe.eval_batch_size)["metrics"]
+    fitted = evaluate_model(
+        model, train_rows, task="detection", processor=processor, batch_size=recipe.eval_batch_size
+    )["metrics"]
     result["train_subset"] = {key: fitted[key] for key in ("mAP", "mAP50", "mAP75")}
     return result
 
@@ -269,7 +278,9 @@ def command_train(args):
     scheduler = build_scheduler(optimizer, recipe)
     set_seed(recipe.seed)  # process 0 of ivgf train: device_specific adds the process index 0
     dataset = SeededTransformDataset(
-        data[recipe.train_split], build_train_transform(recipe, processor, model.config.modalities), recipe.task,
+        data[recipe.train_split],
+        build_train_transform(recipe, processor, model.config.modalities),
+        recipe.task,
         recipe.seed,
     )
     sampler = EpochBatchSampler(len(dataset), recipe.batch_size, 1, 0, recipe.seed)
@@ -328,8 +339,13 @@ def main():
     parser.add_argument("--out", help="output folder (train), scratch folder (data, probe)")
     parser.add_argument("--model", help="saved model folder (probe)")
     parser.add_argument("--log-every", type=int, default=25)
-    parser.add_argument("--rpn-test-top-n", type=int, nargs=2, metavar=("PRE", "POST"),
-                        help="probe: override the RPN's test-time pre- and post-NMS proposal counts")
+    parser.add_argument(
+        "--rpn-test-top-n",
+        type=int,
+        nargs=2,
+        metavar=("PRE", "POST"),
+        help="probe: override the RPN's test-time pre- and post-NMS proposal counts",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     {"data": command_data, "train": command_train, "probe": command_probe}[args.command](args)

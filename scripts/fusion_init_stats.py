@@ -49,10 +49,14 @@ def stats(fields: dict, size: int, seed: int) -> list:
     visible = (scene.expand(-1, 3, -1, -1) + 0.1 * torch.randn(1, 3, size, size, generator=generator) - 0.5) / 0.25
     infrared = (1 - scene + 0.1 * torch.randn(1, 1, size, size, generator=generator) - 0.5) / 0.25
     captured = {}
-    hooks = [fusion.register_forward_hook(lambda m, a, o, i=i: captured.__setitem__(i, (a, o)))
-             for i, fusion in enumerate(model.fusions)]
-    hooks += [fusion.merge.register_forward_hook(lambda m, a, o, i=i: captured.__setitem__(("merge", i), o))
-              for i, fusion in enumerate(model.fusions)]
+    hooks = [
+        fusion.register_forward_hook(lambda m, a, o, i=i: captured.__setitem__(i, (a, o)))
+        for i, fusion in enumerate(model.fusions)
+    ]
+    hooks += [
+        fusion.merge.register_forward_hook(lambda m, a, o, i=i: captured.__setitem__(("merge", i), o))
+        for i, fusion in enumerate(model.fusions)
+    ]
     out = model(visible, infrared).feature_maps
     for hook in hooks:
         hook.remove()
@@ -65,12 +69,18 @@ def stats(fields: dict, size: int, seed: int) -> list:
         gamma_grad = fusion.merge_scale.gamma.grad.norm() if fusion.residual else float("nan")
         q_grad = sum(p.grad.norm() for p in (fusion.visible_query.weight, fusion.infrared_query.weight))
         m_grad = sum(conv.weight.grad.norm() for conv in (fusion.merge.reduce, fusion.merge.conv, fusion.merge.proj))
-        rows.append(dict(
-            scale=index + 1, peak=attention_peak(fusion, vis.detach(), ir.detach()),
-            ratio=float(merged.detach().norm() / summed.detach().norm()), spatial_in=spatial_share(summed.detach()),
-            spatial_out=spatial_share(fused.detach()), q_grad=float(q_grad), m_grad=float(m_grad),
-            gamma_grad=float(gamma_grad),
-        ))
+        rows.append(
+            dict(
+                scale=index + 1,
+                peak=attention_peak(fusion, vis.detach(), ir.detach()),
+                ratio=float(merged.detach().norm() / summed.detach().norm()),
+                spatial_in=spatial_share(summed.detach()),
+                spatial_out=spatial_share(fused.detach()),
+                q_grad=float(q_grad),
+                m_grad=float(m_grad),
+                gamma_grad=float(gamma_grad),
+            )
+        )
     return rows
 
 
@@ -84,14 +94,18 @@ def main() -> None:
         "trainable starts without fan init": {"fusion_fan_init": False},
         "trainable starts (default)": {},
     }
-    print("| variant | scale | attention peak (x uniform) | merge / inputs | spatial share in -> out | grad q | "
-          "grad merge | grad gamma |")
+    print(
+        "| variant | scale | attention peak (x uniform) | merge / inputs | spatial share in -> out | grad q | "
+        "grad merge | grad gamma |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name, fields in variants.items():
         for row in stats(fields, args.size, args.seed):
-            print(f"| {name} | F{row['scale']} | {row['peak']:.3f} | {row['ratio']:.2e} | "
-                  f"{row['spatial_in']:.3f} -> {row['spatial_out']:.3f} | {row['q_grad']:.1e} | {row['m_grad']:.1e} | "
-                  f"{row['gamma_grad']:.1e} |")
+            print(
+                f"| {name} | F{row['scale']} | {row['peak']:.3f} | {row['ratio']:.2e} | "
+                f"{row['spatial_in']:.3f} -> {row['spatial_out']:.3f} | {row['q_grad']:.1e} | {row['m_grad']:.1e} | "
+                f"{row['gamma_grad']:.1e} |"
+            )
 
 
 if __name__ == "__main__":

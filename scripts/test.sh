@@ -13,4 +13,7 @@ fi
 COMPAT_PYTHON="$(bash scripts/setup_compat_venv.sh | tail -n 1)"
 export IVGF_COMPAT_PYTHON="$COMPAT_PYTHON"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MPLBACKEND=Agg
+# Lint and format check first (configuration in pyproject.toml): a clean tree is part of passing.
+.venv/bin/ruff check --quiet .
+.venv/bin/ruff format --check --quiet .
 exec .venv/bin/python -m pytest "$@"

@@ -12,16 +12,26 @@ from ivgf_hf.conversion import load_checkpoint_file
 
 
 def _cell(row, seed, miou, night=0.5, person=0.7, regime="scratch"):
-    metrics = {"all": {"mIoU": miou, "per_class_iou": {}}, "day": {"mIoU": miou, "per_class_iou": {}},
-               "night": {"mIoU": night, "per_class_iou": {"person": person}}}
+    metrics = {
+        "all": {"mIoU": miou, "per_class_iou": {}},
+        "day": {"mIoU": miou, "per_class_iou": {}},
+        "night": {"mIoU": night, "per_class_iou": {"person": person}},
+    }
     return {"regime": regime, "row": row, "seed": seed, "steps": 10, "train_seconds": 60.0, "metrics": metrics}
 
 
 def test_summary_reports_mean_sample_std_and_every_seed():
-    cells = [_cell("ivgf", 0, 0.40), _cell("ivgf", 1, 0.50), _cell("ivgf", 2, 0.60), _cell("sum", 0, 0.45),
-             _cell("visible_only", 0, 0.2), _cell("ivgf", 0, 0.9, regime="pretrained")]
-    summary = summarize_cells(cells, ["ivgf", "sum", "visible_only"], ["scratch", "pretrained"],
-                              highlights=[("person", "night")])
+    cells = [
+        _cell("ivgf", 0, 0.40),
+        _cell("ivgf", 1, 0.50),
+        _cell("ivgf", 2, 0.60),
+        _cell("sum", 0, 0.45),
+        _cell("visible_only", 0, 0.2),
+        _cell("ivgf", 0, 0.9, regime="pretrained"),
+    ]
+    summary = summarize_cells(
+        cells, ["ivgf", "sum", "visible_only"], ["scratch", "pretrained"], highlights=[("person", "night")]
+    )
     ivgf = summary["scratch"]["ivgf"]["mIoU_all"]
     assert ivgf["mean"] == pytest.approx(0.5) and ivgf["std"] == pytest.approx(0.1)
     assert ivgf["seeds"] == {0: 0.40, 1: 0.50, 2: 0.60}
@@ -33,7 +43,8 @@ def test_summary_reports_mean_sample_std_and_every_seed():
     assert "sum" not in summary["pretrained"]
     lines = ablation_markdown(summary, [("person", "night")]).splitlines()
     assert lines[0] == "### Regime: scratch (3 seeds: 0, 1, 2)"
-    assert lines[4] == "| IVGF (FEM + TEM + AGF) | 50.0 ± 10.0 | 50.0 ± 10.0 | 50.0 ± 0.0 | 70.0 ± 0.0 | 40.0 / 50.0 / 60.0 | 1.0 min |"
+    expected = "| IVGF (FEM + TEM + AGF) | 50.0 ± 10.0 | 50.0 ± 10.0 | 50.0 ± 0.0 | 70.0 ± 0.0 | 40.0 / 50.0 / 60.0 |"
+    assert lines[4] == expected + " 1.0 min |"
 
 
 def test_missing_values_are_not_averaged():
@@ -54,12 +65,25 @@ def test_bad_arguments_are_named(tmp_path):
 @pytest.mark.slow
 def test_both_regimes_end_to_end_and_resume(tmp_path):
     out = tmp_path / "ablation"
-    settings = dict(rows=["ivgf", "visible_only", "infrared_only"], seeds=[1], regimes=["scratch", "pretrained"],
-                    steps=2, num_train=4, num_test=2, height=64, width=96, log=lambda line: None)
+    settings = dict(
+        rows=["ivgf", "visible_only", "infrared_only"],
+        seeds=[1],
+        regimes=["scratch", "pretrained"],
+        steps=2,
+        num_train=4,
+        num_test=2,
+        height=64,
+        width=96,
+        log=lambda line: None,
+    )
     result = run_ablation(out, **settings)
     names = sorted(p.stem for p in (out / "cells").iterdir())
-    assert names == ["pretrained-ivgf-seed1", "scratch-infrared_only-seed1", "scratch-ivgf-seed1",
-                     "scratch-visible_only-seed1"]
+    assert names == [
+        "pretrained-ivgf-seed1",
+        "scratch-infrared_only-seed1",
+        "scratch-ivgf-seed1",
+        "scratch-visible_only-seed1",
+    ]
     # The pretrained cell loaded the single-modality models' encoders, written in the original layout.
     encoder = load_checkpoint_file(out / "encoders" / "seed1" / "infrared_encoder.pth")["model"]
     assert {"fpn.0.weight", "blocks3.0.gamma_1", "patch_embed1.proj.weight"} <= set(encoder)
@@ -104,21 +128,37 @@ def test_detection_summary_reports_map_and_every_seed():
     assert entry["mAP_all"]["mean"] == pytest.approx(0.35) and entry["mAP50_night"]["seeds"] == {0: 0.6, 1: 0.8}
     assert entry["People_night"]["mean"] == pytest.approx(0.25)
     lines = ablation_markdown(summary, [("People", "night")], task="detection").splitlines()
-    assert lines[2] == ("| Model | mAP50-95 | mAP50-95 day | mAP50-95 night | mAP50 | mAP50 day | mAP50 night | "
-                        "People AP50-95 night | train time |")
+    assert lines[2] == (
+        "| Model | mAP50-95 | mAP50-95 day | mAP50-95 night | mAP50 | mAP50 day | mAP50 night | "
+        "People AP50-95 night | train time |"
+    )
     assert lines[4].startswith("| IVGF (FEM + TEM + AGF) | 35.0 ± 7.1 | 35.0 ± 7.1 | 35.0 ± 7.1 | 50.0 ± 0.0 |")
-    assert "| IVGF (FEM + TEM + AGF) | 30.0 / 40.0 | 30.0 / 40.0 | 30.0 / 40.0 | 50.0 / 50.0 | 50.0 / 50.0 | 60.0 / 80.0 |" in lines
+    assert (
+        "| IVGF (FEM + TEM + AGF) | 30.0 / 40.0 | 30.0 / 40.0 | 30.0 / 40.0 | 50.0 / 50.0 | 50.0 / 50.0 | 60.0 / 80.0 |"
+        in lines
+    )
     with pytest.raises(ValueError, match="task must be one of segmentation, detection, got 'depth'"):
         summarize_cells(cells, ["ivgf"], ["scratch"], task="depth")
 
 
 def test_detection_ablation_writes_task_named_cells_and_map_table(tmp_path):
     out = tmp_path / "ablation"
-    settings = dict(task="detection", rows=["ivgf", "visible_only"], seeds=[0], steps=1, num_train=4, num_test=2,
-                    height=96, width=128, log=lambda line: None)
+    settings = dict(
+        task="detection",
+        rows=["ivgf", "visible_only"],
+        seeds=[0],
+        steps=1,
+        num_train=4,
+        num_test=2,
+        height=96,
+        width=128,
+        log=lambda line: None,
+    )
     result = run_ablation(out, **settings)
     assert sorted(p.name for p in (out / "cells").iterdir()) == [
-        "detection-scratch-ivgf-seed0.json", "detection-scratch-visible_only-seed0.json"]
+        "detection-scratch-ivgf-seed0.json",
+        "detection-scratch-visible_only-seed0.json",
+    ]
     cell = json.loads((out / "cells" / "detection-scratch-ivgf-seed0.json").read_text())
     assert set(cell["metrics"]) == {"all", "day", "night"} and {"mAP", "mAP50"} <= set(cell["metrics"]["night"])
     recipe = json.loads((out / "runs" / "detection-scratch-visible_only-seed0" / "recipe.json").read_text())

@@ -38,9 +38,28 @@ def smoke(tmp_path_factory):
     """One run of `ivgf benchmark` on the tiny preset: every variant, both phases, one AGF size, no data section."""
     folder = tmp_path_factory.mktemp("benchmark")
     argv = [
-        "--preset", "tiny", "--size", "64", "--batch", "2", "--warmup", "0", "--iterations", "1", "--threads", "1",
-        "--in-process", "--matmul-size", "256", "--agf-sizes", "64", "--skip-data",
-        "--out", str(folder / "bench.json"), "--plot", str(folder / "bench"),
+        "--preset",
+        "tiny",
+        "--size",
+        "64",
+        "--batch",
+        "2",
+        "--warmup",
+        "0",
+        "--iterations",
+        "1",
+        "--threads",
+        "1",
+        "--in-process",
+        "--matmul-size",
+        "256",
+        "--agf-sizes",
+        "64",
+        "--skip-data",
+        "--out",
+        str(folder / "bench.json"),
+        "--plot",
+        str(folder / "bench"),
     ]
     assert benchmark_main(argv) == 0
     return folder, json.loads((folder / "bench.json").read_text())
@@ -70,8 +89,13 @@ def test_report_has_every_field(smoke):
     assert implementations == {("sdpa", "forward+backward"), ("naive", "forward+backward")}
     assert all(r["peak_increase_bytes"] >= 0 for r in report["agf_memory"])
     markdown = (folder / "bench.md").read_text()
-    for heading in ("### Models", "### Training step", "### Training step tensor memory", "### Forward time by module",
-                    "### AGF peak memory"):
+    for heading in (
+        "### Models",
+        "### Training step",
+        "### Training step tensor memory",
+        "### Forward time by module",
+        "### AGF peak memory",
+    ):
         assert heading in markdown
     assert "| ivgf |" in markdown and report["machine"]["device_name"] in markdown
     assert (folder / "bench_time_split.png").stat().st_size > 0
@@ -97,8 +121,19 @@ def test_flops_follow_the_architecture(smoke):
 
 def test_detection_task_runs_both_phases():
     settings = BenchmarkSettings(
-        preset="tiny", task="detection", size=64, batch=2, device="cpu", threads=1, warmup=0, iterations=1,
-        matmul_size=128, variants=("ivgf",), isolate=False, agf_sizes=(), data_pipeline=False,
+        preset="tiny",
+        task="detection",
+        size=64,
+        batch=2,
+        device="cpu",
+        threads=1,
+        warmup=0,
+        iterations=1,
+        matmul_size=128,
+        variants=("ivgf",),
+        isolate=False,
+        agf_sizes=(),
+        data_pipeline=False,
     )
     report = run_benchmark(settings, log=lambda line: None)
     row = report["models"][0]
@@ -120,7 +155,14 @@ def test_flop_counter_counts_cpu_attention():
 
 def test_bf16_autocast_logits_stay_close_to_fp32():
     settings = BenchmarkSettings(
-        preset="tiny", size=64, batch=2, dtype="bf16", device="cpu", threads=1, warmup=0, iterations=1,
+        preset="tiny",
+        size=64,
+        batch=2,
+        dtype="bf16",
+        device="cpu",
+        threads=1,
+        warmup=0,
+        iterations=1,
         matmul_size=128,
     ).resolved()
     case = {"kind": "model", "settings": vars(settings), "variant": "ivgf", "phase": "inference"}
@@ -237,8 +279,16 @@ def test_training_step_tensor_memory_by_part():
 def test_memory_phase_counts_a_training_step_without_timing(smoke):
     _, report = smoke
     settings = BenchmarkSettings(
-        preset="tiny", size=64, batch=2, device="cpu", threads=1, variants=("ivgf",), phases=("memory",),
-        isolate=False, agf_sizes=(), data_pipeline=False,
+        preset="tiny",
+        size=64,
+        batch=2,
+        device="cpu",
+        threads=1,
+        variants=("ivgf",),
+        phases=("memory",),
+        isolate=False,
+        agf_sizes=(),
+        data_pipeline=False,
     )
     row = run_benchmark(settings, log=lambda line: None)["models"][0]
     assert set(row) == {"variant", "config_overrides", "memory"}
@@ -260,8 +310,17 @@ def test_gradient_checkpointing_lowers_the_counted_tensor_memory():
     memory = {}
     for checkpointing in (False, True):
         settings = BenchmarkSettings(
-            preset="tiny", size=128, batch=2, device="cpu", threads=1, variants=("ivgf",), phases=("memory",),
-            gradient_checkpointing=checkpointing, isolate=False, agf_sizes=(), data_pipeline=False,
+            preset="tiny",
+            size=128,
+            batch=2,
+            device="cpu",
+            threads=1,
+            variants=("ivgf",),
+            phases=("memory",),
+            gradient_checkpointing=checkpointing,
+            isolate=False,
+            agf_sizes=(),
+            data_pipeline=False,
         )
         row = run_benchmark(settings, log=lambda line: None)["models"][0]
         memory[checkpointing] = row["memory"]["tensor_memory"]

@@ -15,8 +15,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def convert_args(tmp_path, checkpoint):
-    return ["convert", str(checkpoint), "--modality", "infrared", "--preset", "tiny", "--out",
-            str(tmp_path / "out.safetensors")]
+    return [
+        "convert",
+        str(checkpoint),
+        "--modality",
+        "infrared",
+        "--preset",
+        "tiny",
+        "--out",
+        str(tmp_path / "out.safetensors"),
+    ]
 
 
 def test_expected_failure_is_one_line_with_status_2(tmp_path, capsys):
@@ -43,8 +51,16 @@ def test_debug_shows_the_original_exception(tmp_path, monkeypatch, how):
 
 
 def test_debug_shows_the_exception_behind_a_command_s_own_exit(tmp_path, capsys):
-    argv = ["train", "--recipe", "synth-seg-cpu", "--data-root", str(tmp_path / "missing"), "--output-dir",
-            str(tmp_path / "run"), "--debug"]
+    argv = [
+        "train",
+        "--recipe",
+        "synth-seg-cpu",
+        "--data-root",
+        str(tmp_path / "missing"),
+        "--output-dir",
+        str(tmp_path / "run"),
+        "--debug",
+    ]
     with pytest.raises(SystemExit, match="ivgf train: data_root .*missing does not exist"):
         main(argv)
     error = capsys.readouterr().err
@@ -65,10 +81,15 @@ def test_unexpected_exceptions_keep_their_traceback(monkeypatch):
 def test_messages_get_the_command_prefix_once(monkeypatch, capsys):
     import ivgf_hf.commands.convert as convert
 
-    for raised, shown in ((SystemExit("ivgf convert: already prefixed"), "ivgf convert: already prefixed"),
-                          (SystemExit("--tta-scales must be numbers"), "ivgf convert: --tta-scales must be numbers"),
-                          (FileNotFoundError(2, "No such file or directory", "a.pth"),
-                           "ivgf convert: [Errno 2] No such file or directory: 'a.pth'")):
+    for raised, shown in (
+        (SystemExit("ivgf convert: already prefixed"), "ivgf convert: already prefixed"),
+        (SystemExit("--tta-scales must be numbers"), "ivgf convert: --tta-scales must be numbers"),
+        (
+            FileNotFoundError(2, "No such file or directory", "a.pth"),
+            "ivgf convert: [Errno 2] No such file or directory: 'a.pth'",
+        ),
+    ):
+
         def fail(args, error=raised):
             raise error
 

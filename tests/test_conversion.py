@@ -17,12 +17,12 @@ from safetensors.torch import load_file
 from ivgf_hf import get_config
 from ivgf_hf.conversion import (
     CheckpointFormatError,
+    build_encoder,
     checkpoint_origin,
     convert_mae_checkpoint,
     encoder_parameter_count,
     load_checkpoint_file,
     load_original_encoder,
-    build_encoder,
 )
 from ivgf_hf.modeling.encoder_ivgf import get_2d_sincos_pos_embed, interpolate_pos_embed
 
@@ -41,7 +41,10 @@ def load_fixture(name):
     with safe_open(str(path), "pt") as handle:
         metadata = handle.metadata()
     original = json.loads(metadata["tiny_config"])
-    kwargs = {key: original[key] for key in ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias")}
+    kwargs = {
+        key: original[key]
+        for key in ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias")
+    }
     return tensors, kwargs, json.loads(metadata["seg_config"])
 
 
@@ -51,7 +54,11 @@ def section(tensors, prefix):
 
 def segmentation_state(tensors):
     state = section(tensors, "state.")
-    encoder_keys = {k: v for k, v in state.items() if k.startswith(("patch_embed1", "patch_embed2", "patch_embed3", "patch_embed4", "blocks", "pos_embed"))}
+    encoder_keys = {
+        k: v
+        for k, v in state.items()
+        if k.startswith(("patch_embed1", "patch_embed2", "patch_embed3", "patch_embed4", "blocks", "pos_embed"))
+    }
     return {**encoder_keys, **section(tensors, "seg_state.")}
 
 
@@ -91,8 +98,12 @@ def test_segmentation_backbone_parity(name):
     state = segmentation_state(tensors)
     assert any(k.endswith("relative_position_index") for k in state)
     encoder, result = load_original_encoder(
-        state, modality="visible", return_report=True, init_values=seg["init_values"],
-        use_rel_pos_bias=seg["use_rel_pos_bias"], **kwargs,
+        state,
+        modality="visible",
+        return_report=True,
+        init_values=seg["init_values"],
+        use_rel_pos_bias=seg["use_rel_pos_bias"],
+        **kwargs,
     )
     assert result.source_format == "segmentation_backbone"
     assert result.missing_keys == []
@@ -124,11 +135,18 @@ def test_sincos_initialisation_equals_pretraining_table():
 def test_any_input_size_divisible_by_16(size):
     """Other sizes interpolate the position embedding and relative position tables; the path is the same."""
     tensors, kwargs, seg = load_fixture("infmae")
-    encoder = load_original_encoder(segmentation_state(tensors), modality="visible", init_values=1.0, use_rel_pos_bias=True, **kwargs)
+    encoder = load_original_encoder(
+        segmentation_state(tensors), modality="visible", init_values=1.0, use_rel_pos_bias=True, **kwargs
+    )
     with torch.no_grad():
         maps = encoder(torch.randn(1, 3, *size)).feature_maps
     h, w = size
-    assert [m.shape[-2:] for m in maps] == [(h // 4, w // 4), (h // 8, w // 8), (h // 16, w // 16), ((h // 16 - 3) // 2 + 1, (w // 16 - 3) // 2 + 1)]
+    assert [m.shape[-2:] for m in maps] == [
+        (h // 4, w // 4),
+        (h // 8, w // 8),
+        (h // 16, w // 16),
+        ((h // 16 - 3) // 2 + 1, (w // 16 - 3) // 2 + 1),
+    ]
     assert all(torch.isfinite(m).all() for m in maps)
 
 
@@ -179,7 +197,9 @@ def test_unknown_keys_wrong_shapes_and_other_formats_are_refused():
         convert_mae_checkpoint({**state, "head.weight": torch.zeros(3)}, config, "visible")
     wrong = dict(state)
     wrong["blocks3.0.attn.qkv.weight"] = torch.zeros(10, 64)
-    with pytest.raises(CheckpointFormatError, match=r"blocks3.0.attn.qkv.weight: checkpoint \(10, 64\) vs model \(192, 64\)"):
+    with pytest.raises(
+        CheckpointFormatError, match=r"blocks3.0.attn.qkv.weight: checkpoint \(10, 64\) vs model \(192, 64\)"
+    ):
         convert_mae_checkpoint(wrong, config, "visible")
     with pytest.raises(CheckpointFormatError, match="neither"):
         convert_mae_checkpoint({"conv1.weight": torch.zeros(3)}, config, "visible")
@@ -213,7 +233,6 @@ def test_cli_convert_writes_safetensors_and_refuses_to_overwrite(tmp_path, capsy
         main(args)
 
 
-
 def test_non_finite_weights_are_refused_by_name(tmp_path, capsys):
     from ivgf_hf.cli import main
 
@@ -222,8 +241,11 @@ def test_non_finite_weights_are_refused_by_name(tmp_path, capsys):
     broken = dict(state)
     broken["blocks3.1.mlp.fc2.weight"] = state["blocks3.1.mlp.fc2.weight"].clone()
     broken["blocks3.1.mlp.fc2.weight"][0, 0] = float("inf")
-    with pytest.raises(CheckpointFormatError, match=r"1 checkpoint tensor\(s\) hold NaN or infinite values: "
-                       r"blocks3.1.mlp.fc2.weight;"):
+    with pytest.raises(
+        CheckpointFormatError,
+        match=r"1 checkpoint tensor\(s\) hold NaN or infinite values: "
+        r"blocks3.1.mlp.fc2.weight;",
+    ):
         convert_mae_checkpoint(broken, config, "infrared")
     checkpoint = tmp_path / "nan.pth"
     torch.save({"model": {key: torch.full_like(value, float("nan")) for key, value in state.items()}}, checkpoint)
@@ -276,16 +298,30 @@ def test_unreadable_checkpoint_files_are_one_line_errors(tmp_path, capsys):
     (tmp_path / "truncated.pth").write_bytes(good.read_bytes()[:1000])
     fixture = FIXTURES / "infmae_tiny_parity.safetensors"
     (tmp_path / "truncated.safetensors").write_bytes(fixture.read_bytes()[:500])
-    expected = {"empty.pth": r"empty.pth is empty \(0 bytes\)", "truncated.pth": "truncated.pth could not be read",
-                "missing.pth": "checkpoint not found: .*missing.pth",
-                "truncated.safetensors": "truncated.safetensors is not a complete safetensors file"}
+    expected = {
+        "empty.pth": r"empty.pth is empty \(0 bytes\)",
+        "truncated.pth": "truncated.pth could not be read",
+        "missing.pth": "checkpoint not found: .*missing.pth",
+        "truncated.safetensors": "truncated.safetensors is not a complete safetensors file",
+    }
     for name, message in expected.items():
         with pytest.raises(SystemExit, match=message) as exit_info:
-            main(["convert", str(tmp_path / name), "--modality", "infrared", "--preset", "tiny", "--out",
-                  str(tmp_path / "out.safetensors")])
+            main(
+                [
+                    "convert",
+                    str(tmp_path / name),
+                    "--modality",
+                    "infrared",
+                    "--preset",
+                    "tiny",
+                    "--out",
+                    str(tmp_path / "out.safetensors"),
+                ]
+            )
         assert exit_info.value.code == 2
         error = capsys.readouterr().err
         assert error.startswith("ivgf convert: ") and "Traceback" not in error
+
 
 def test_load_foundation_weights_into_an_ivgf_model():
     from ivgf_hf.conversion import load_foundation_weights
@@ -300,6 +336,10 @@ def test_load_foundation_weights_into_an_ivgf_model():
     assert set(results) == {"infrared", "visible"}
     summed = section(infmae, "state.")["patch_embed1.proj.weight"].sum(1, keepdim=True)
     assert torch.allclose(model.ivgf.infrared_encoder.patch_embed1.proj.weight, summed)
-    assert torch.equal(model.ivgf.visible_encoder.blocks3[1].mlp.fc2.weight, section(convmae, "state.")["blocks3.1.mlp.fc2.weight"])
+    assert torch.equal(
+        model.ivgf.visible_encoder.blocks3[1].mlp.fc2.weight, section(convmae, "state.")["blocks3.1.mlp.fc2.weight"]
+    )
     with pytest.raises(ValueError, match="no infrared encoder"):
-        load_foundation_weights(IVGFForSemanticSegmentation(get_config("tiny", modalities="visible")), infrared_checkpoint={})
+        load_foundation_weights(
+            IVGFForSemanticSegmentation(get_config("tiny", modalities="visible")), infrared_checkpoint={}
+        )

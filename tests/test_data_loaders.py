@@ -34,8 +34,9 @@ def worlds(tmp_path_factory):
         "cmx": generate_synthrgbt(base / "cmx", "mfnet", num_train=3, num_test=2, variant="cmx", **small),
         "msrs": generate_synthrgbt(base / "msrs", "msrs", num_train=4, num_test=2, **small),
         "voc": generate_synthrgbt(base / "voc", "m3fd", num_train=16, num_test=4, height=60, width=80, seed=1),
-        "yolo": generate_synthrgbt(base / "yolo", "m3fd", num_train=16, num_test=4, height=60, width=80, seed=1,
-                                   variant="yolo"),
+        "yolo": generate_synthrgbt(
+            base / "yolo", "m3fd", num_train=16, num_test=4, height=60, width=80, seed=1, variant="yolo"
+        ),
     }
 
 
@@ -221,7 +222,6 @@ def test_packed_mfnet_file_needs_four_channels(worlds, tmp_path):
         load_mfnet(root, splits=["val"])
 
 
-
 def test_split_list_with_a_line_that_is_not_utf8(worlds, tmp_path, caplog):
     root = _copy(worlds, "rtfnet", tmp_path)
     split_file = root / "val.txt"
@@ -250,8 +250,8 @@ def test_images_below_the_minimum_size_are_named(worlds, tmp_path, caplog):
     Image.new("RGB", (1, 1)).save(victim)
     Image.new("L", (1, 1)).save(root / "train" / "ir" / victim.name)
     Image.new("L", (1, 1)).save(root / "train" / "Segmentation_labels" / victim.name)
-    _break_and_check(root, load_msrs, victim, "image is 1x1 px; IVGF needs at least 16 px per side", "train", 3,
-                     caplog)
+    _break_and_check(root, load_msrs, victim, "image is 1x1 px; IVGF needs at least 16 px per side", "train", 3, caplog)
+
 
 def test_split_list_naming_a_missing_image(worlds, tmp_path):
     root = _copy(worlds, "rtfnet", tmp_path)

@@ -48,8 +48,9 @@ def test_generation_is_byte_identical_for_the_same_arguments(tmp_path):
 
 
 def test_mfnet_layout_has_rgbt_pngs_labels_and_day_night_lists(tmp_path):
-    root = generate_synthrgbt(tmp_path / "mf", "mfnet", num_train=6, num_test=5, num_val=2, height=40, width=56,
-                              night_fraction=0.4)
+    root = generate_synthrgbt(
+        tmp_path / "mf", "mfnet", num_train=6, num_test=5, num_val=2, height=40, width=56, night_fraction=0.4
+    )
     train = (root / "train.txt").read_text().split()
     test = (root / "test.txt").read_text().split()
     assert len(train) == 6 and len((root / "val.txt").read_text().split()) == 2 and len(test) == 5
@@ -280,8 +281,9 @@ def test_misregistration_shifts_the_infrared_image_by_the_recorded_offset():
 
 
 def test_realistic_rates_day_night_split_and_metadata_file(tmp_path):
-    root = generate_synthrgbt(tmp_path / "r", "mfnet", num_train=30, num_test=10, height=32, width=48, seed=5,
-                              impairments="realistic")
+    root = generate_synthrgbt(
+        tmp_path / "r", "mfnet", num_train=30, num_test=10, height=32, width=48, seed=5, impairments="realistic"
+    )
     meta = json.loads((root / "impairments.json").read_text())
     assert meta["rates"] == REALISTIC_RATES
     names = (root / "train.txt").read_text().split() + (root / "test.txt").read_text().split()
@@ -299,8 +301,9 @@ def test_realistic_rates_day_night_split_and_metadata_file(tmp_path):
     expected = {name: 40 * rate * (0.5 if name == "crossover" else 1) for name, rate in REALISTIC_RATES.items()}
     for name, count in counts.items():
         assert abs(count - expected[name]) <= 3 * np.sqrt(expected[name]) + 1, (name, count)
-    assert not (generate_synthrgbt(tmp_path / "n", "msrs", num_train=1, num_test=1, height=32, width=32)
-                / "impairments.json").exists()
+    assert not (
+        generate_synthrgbt(tmp_path / "n", "msrs", num_train=1, num_test=1, height=32, width=32) / "impairments.json"
+    ).exists()
 
 
 def test_custom_rates_and_detection_layout_with_impairments(tmp_path):

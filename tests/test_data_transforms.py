@@ -85,8 +85,10 @@ def _two_box_sample():
 
 def _box_region(box, grow, size):
     x1, y1, x2, y2 = box
-    return (slice(max(int(round(y1 - grow)), 0), min(int(round(y2 + grow)), size)),
-            slice(max(int(round(x1 - grow)), 0), min(int(round(x2 + grow)), size)))
+    return (
+        slice(max(int(round(y1 - grow)), 0), min(int(round(y2 + grow)), size)),
+        slice(max(int(round(x1 - grow)), 0), min(int(round(x2 + grow)), size)),
+    )
 
 
 def test_detection_geometry_keeps_boxes_on_both_images_and_drops_cropped_out_boxes():
@@ -123,8 +125,9 @@ def test_detection_geometry_keeps_boxes_on_both_images_and_drops_cropped_out_box
 
 def test_normalisation_defaults_and_processor_attributes():
     visible, infrared, label = _marker_sample(32, 48)
-    identity = dict(crop_size=(32, 48), scale_range=(1.0, 1.0), cat_max_ratio=1.0, hflip_prob=0.0,
-                    photometric=False, cma=None)
+    identity = dict(
+        crop_size=(32, 48), scale_range=(1.0, 1.0), cat_max_ratio=1.0, hflip_prob=0.0, photometric=False, cma=None
+    )
     out = SegmentationTrainTransform(**identity).apply(visible, infrared, label)
     expected = (torch.from_numpy(visible).permute(2, 0, 1) / 255 - MEAN[:, None, None]) / STD[:, None, None]
     torch.testing.assert_close(out["pixel_values"], expected)
@@ -144,8 +147,9 @@ def test_cat_max_ratio_favours_crops_where_no_class_dominates():
     image, infrared = np.zeros((200, 200, 3), np.uint8), np.zeros((200, 200), np.uint8)
 
     def balanced_share(ratio):
-        transform = SegmentationTrainTransform(crop_size=64, scale_range=(1.0, 1.0), cat_max_ratio=ratio,
-                                               photometric=False, cma=None)
+        transform = SegmentationTrainTransform(
+            crop_size=64, scale_range=(1.0, 1.0), cat_max_ratio=ratio, photometric=False, cma=None
+        )
         torch.manual_seed(0)
         shares = []
         for _ in range(80):
@@ -179,8 +183,15 @@ def test_colour_matrix_identity_grey_and_luma_preserving_hue():
 
 
 def test_cutout_mix_respects_its_probabilities_and_size_ranges():
-    config = CutoutMixConfig(cutout_prob=0.3, cutout_count=(1, 1), cutout_size=(0.25, 0.5), cutout_visible_prob=0.25,
-                             cutmix_prob=0.6, cutmix_count=(0, 2), cutmix_size=(0.1, 0.2))
+    config = CutoutMixConfig(
+        cutout_prob=0.3,
+        cutout_count=(1, 1),
+        cutout_size=(0.25, 0.5),
+        cutout_visible_prob=0.25,
+        cutmix_prob=0.6,
+        cutmix_count=(0, 2),
+        cutmix_size=(0.1, 0.2),
+    )
     n, side = 4000, 16
     masks = CutoutMix(config).sample(n, side, side, generator=torch.Generator().manual_seed(0))
     has_cutout = masks.cutout.flatten(1).any(1).float()
@@ -258,8 +269,9 @@ def _dataset(samples, with_boxes=False):
 
 def test_with_transform_and_collate_segmentation():
     data = _dataset([_marker_sample(48, 64), _marker_sample(40, 56)])
-    loader = DataLoader(data.with_transform(SegmentationTrainTransform(crop_size=32)), batch_size=2,
-                        collate_fn=collate_segmentation)
+    loader = DataLoader(
+        data.with_transform(SegmentationTrainTransform(crop_size=32)), batch_size=2, collate_fn=collate_segmentation
+    )
     batch = next(iter(loader))
     assert batch["pixel_values"].shape == (2, 3, 32, 32) and batch["pixel_values_ir"].shape == (2, 1, 32, 32)
     assert batch["labels"].shape == (2, 32, 32) and batch["labels"].dtype == torch.int64
@@ -275,8 +287,9 @@ def test_detection_eval_transform_and_collate_rescale_boxes_to_the_padded_size()
     assert out["pixel_values"].shape == (3, 64, 96)
     cx, cy, w, h = out["labels"]["boxes"][0].tolist()
     assert np.allclose([cx * 96, cy * 64, w * 96, h * 64], [20, 30, 20, 30])
-    small = DetectionEvalTransform().apply(visible[:64, :64], infrared[:64, :64], {"bbox": [[20, 30, 60, 64]],
-                                                                                   "category": [0]})
+    small = DetectionEvalTransform().apply(
+        visible[:64, :64], infrared[:64, :64], {"bbox": [[20, 30, 60, 64]], "category": [0]}
+    )
     batch = collate_detection([DetectionEvalTransform().apply(visible, infrared, objects), small])
     assert batch["pixel_values"].shape == (2, 3, 128, 160) and len(batch["labels"]) == 2
     cx, cy, w, h = batch["labels"][1]["boxes"][0].tolist()

@@ -234,7 +234,10 @@ def test_degenerate_boxes_are_dropped_with_a_warning(eval_model):
 @pytest.mark.parametrize(
     "entry, message",
     [
-        ({"class_labels": torch.tensor([3]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}, r"ids \[3\] outside \[0, 3\)"),
+        (
+            {"class_labels": torch.tensor([3]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])},
+            r"ids \[3\] outside \[0, 3\)",
+        ),
         ({"class_labels": torch.tensor([-1]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}, r"ids \[-1\] outside"),
         ({"class_labels": torch.tensor([0]), "boxes": torch.tensor([[0.5, 0.5, -0.2, 0.2]])}, "negative width"),
         ({"class_labels": torch.tensor([0]), "boxes": torch.tensor([[0.5, float("nan"), 0.2, 0.2]])}, "NaN"),
@@ -274,10 +277,18 @@ def test_anchors_and_roi_scales_use_nominal_strides(eval_model):
 
 def test_anchors_and_roi_settings_follow_the_config():
     config = detector_config(
-        anchor_sizes=[12, 24, 48, 96, 192], anchor_scales=[1.0, 2**0.5], anchor_aspect_ratios=[0.5, 1.0, 2.0, 4.0],
-        rpn_fg_iou_threshold=0.6, rpn_batch_size_per_image=64, rpn_pre_nms_top_n_test=77, rpn_post_nms_top_n_test=33,
-        box_fg_iou_threshold=0.55, box_bg_iou_threshold=0.45, box_batch_size_per_image=96,
-        box_positive_fraction=0.4, box_detections_per_image=17,
+        anchor_sizes=[12, 24, 48, 96, 192],
+        anchor_scales=[1.0, 2**0.5],
+        anchor_aspect_ratios=[0.5, 1.0, 2.0, 4.0],
+        rpn_fg_iou_threshold=0.6,
+        rpn_batch_size_per_image=64,
+        rpn_pre_nms_top_n_test=77,
+        rpn_post_nms_top_n_test=33,
+        box_fg_iou_threshold=0.55,
+        box_bg_iou_threshold=0.45,
+        box_batch_size_per_image=96,
+        box_positive_fraction=0.4,
+        box_detections_per_image=17,
     )
     model = IVGFForObjectDetection(config).eval()
     generator = model.rpn.anchor_generator
@@ -289,7 +300,9 @@ def test_anchors_and_roi_settings_follow_the_config():
     heights, widths = cell[:, 3] - cell[:, 1], cell[:, 2] - cell[:, 0]
     expected = sorted(
         (round(size * scale * ratio**0.5), round(size * scale / ratio**0.5))
-        for size in (12.0,) for scale in (1.0, 2**0.5) for ratio in (0.5, 1.0, 2.0, 4.0)
+        for size in (12.0,)
+        for scale in (1.0, 2**0.5)
+        for ratio in (0.5, 1.0, 2.0, 4.0)
     )
     got = sorted(zip(heights.round().int().tolist(), widths.round().int().tolist()))
     assert all(abs(a - c) <= 1 and abs(b - d) <= 1 for (a, b), (c, d) in zip(got, expected)), (got, expected)
@@ -328,9 +341,14 @@ def test_a_fixed_batch_is_fitted_to_high_recall():
 def _fit_fixed_batch_and_check_recall():
     torch.manual_seed(0)
     config = detector_config(
-        fpn_channels=32, anchor_sizes=[16, 32, 64, 128, 256], rpn_batch_size_per_image=64,
-        rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=100, rpn_pre_nms_top_n_test=100,
-        rpn_post_nms_top_n_test=50, box_batch_size_per_image=64,
+        fpn_channels=32,
+        anchor_sizes=[16, 32, 64, 128, 256],
+        rpn_batch_size_per_image=64,
+        rpn_pre_nms_top_n_train=200,
+        rpn_post_nms_top_n_train=100,
+        rpn_pre_nms_top_n_test=100,
+        rpn_post_nms_top_n_test=50,
+        box_batch_size_per_image=64,
     )
     model = IVGFForObjectDetection(config).train()
     visible, infrared, labels = synthetic_batch()
@@ -466,7 +484,7 @@ def test_detr_loss_function_is_not_reachable():
     model = IVGFForObjectDetection(detector_config())
     assert model.loss_type is None
     with pytest.raises(NotImplementedError, match="no separate loss_function"):
-        model.loss_function
+        _ = model.loss_function
 
 
 def test_trainer_uses_the_model_loss(tmp_path):
@@ -514,7 +532,13 @@ def test_remote_code_load_in_fresh_process(eval_model, tmp_path, monkeypatch):
     folder = tmp_path / "ivgf-detector"
     eval_model.save_pretrained(folder)
     files = set(os.listdir(folder))
-    expected_code = {"detection_ivgf.py", "modeling_ivgf.py", "encoder_ivgf.py", "fusion_ivgf.py", "configuration_ivgf.py"}
+    expected_code = {
+        "detection_ivgf.py",
+        "modeling_ivgf.py",
+        "encoder_ivgf.py",
+        "fusion_ivgf.py",
+        "configuration_ivgf.py",
+    }
     assert expected_code <= files, files
     visible, infrared, _ = synthetic_batch()
     inputs, result, script = tmp_path / "inputs.pt", tmp_path / "result.pt", tmp_path / "child.py"
@@ -524,7 +548,11 @@ def test_remote_code_load_in_fresh_process(eval_model, tmp_path, monkeypatch):
     env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1")
     completed = subprocess.run(
         [sys.executable, str(script), str(folder), str(inputs), str(result), str(torch.get_num_threads())],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     child = torch.load(result)

@@ -31,8 +31,11 @@ IR_MEAN, IR_STD = 0.425, 0.200
 
 def stub_config(num_labels=3):
     return SimpleNamespace(
-        id2label={i: f"class{i}" for i in range(num_labels)}, num_labels=num_labels, num_channels_ir=1,
-        patch_sizes=[4, 2, 2], modalities="both",
+        id2label={i: f"class{i}" for i in range(num_labels)},
+        num_labels=num_labels,
+        num_channels_ir=1,
+        patch_sizes=[4, 2, 2],
+        modalities="both",
     )
 
 
@@ -95,8 +98,9 @@ SAMPLES = [
 
 
 def test_segmentation_metrics_equal_hand_computed_values():
-    result = evaluate_model(StubForSemanticSegmentation(), SAMPLES, task="segmentation",
-                            protocols=("none", "visible_missing"))
+    result = evaluate_model(
+        StubForSemanticSegmentation(), SAMPLES, task="segmentation", protocols=("none", "visible_missing")
+    )
     # Confusion over both images (rows ground truth, columns prediction; the 255 pixel ignored):
     # [[3, 0, 1], [2, 2, 0], [0, 0, 3]] -> IoU 3/6, 2/4, 3/4.
     overall = result["results"]["none"]["all"]
@@ -181,7 +185,10 @@ def test_max_samples_and_missing_condition_column():
 def test_sharding_evaluates_every_world_size_th_sample():
     model = StubForSemanticSegmentation()
     accelerator = SimpleNamespace(
-        process_index=1, num_processes=2, device=torch.device("cpu"), unwrap_model=lambda m: m,
+        process_index=1,
+        num_processes=2,
+        device=torch.device("cpu"),
+        unwrap_model=lambda m: m,
         autocast=contextlib.nullcontext,
     )
     result = evaluate_model(model, SAMPLES, task="segmentation", accelerator=accelerator)
@@ -307,8 +314,21 @@ def saved_model(tmp_path_factory):
 def test_eval_command_writes_json_markdown_and_plots(saved_model, tmp_path, capsys):
     data = generate_synthrgbt(tmp_path / "synth", "mfnet", num_train=0, num_test=4, height=64, width=96)
     out = tmp_path / "eval"
-    argv = ["eval", "--model", str(saved_model), "--dataset", "synthrgbt", "--data-root", str(data), "--split",
-            "test", "--protocols", "none,visible_missing,infrared_missing", "--out", str(out)]
+    argv = [
+        "eval",
+        "--model",
+        str(saved_model),
+        "--dataset",
+        "synthrgbt",
+        "--data-root",
+        str(data),
+        "--split",
+        "test",
+        "--protocols",
+        "none,visible_missing,infrared_missing",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
 
     result = json.loads((out / "metrics.json").read_text())
@@ -339,8 +359,17 @@ def test_eval_command_writes_json_markdown_and_plots(saved_model, tmp_path, caps
 
 def test_eval_command_rejects_unknown_protocol_and_split(saved_model, tmp_path):
     data = generate_synthrgbt(tmp_path / "synth", "mfnet", num_train=0, num_test=2, height=64, width=96)
-    base = ["eval", "--model", str(saved_model), "--dataset", "synthrgbt", "--data-root", str(data), "--out",
-            str(tmp_path / "out")]
+    base = [
+        "eval",
+        "--model",
+        str(saved_model),
+        "--dataset",
+        "synthrgbt",
+        "--data-root",
+        str(data),
+        "--out",
+        str(tmp_path / "out"),
+    ]
     with pytest.raises(SystemExit, match="--protocols takes names among"):
         main(base + ["--protocols", "none,depth_missing"])
     with pytest.raises(SystemExit, match="no split file val.txt"):

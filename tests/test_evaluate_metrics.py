@@ -33,7 +33,11 @@ def test_mean_iou_conditions_and_nan_to_num(mean_iou):
     predictions = [np.array([[0, 1], [1, 1]]), np.array([[2, 2], [0, 0]])]
     references = [np.array([[0, 1], [0, 255]]), np.array([[2, 2], [0, 1]])]
     result = mean_iou.compute(
-        predictions=predictions, references=references, num_labels=3, ignore_index=255, nan_to_num=0.0,
+        predictions=predictions,
+        references=references,
+        num_labels=3,
+        ignore_index=255,
+        nan_to_num=0.0,
         conditions=["day", "night"],
     )
     day, night = result["per_condition"]["day"], result["per_condition"]["night"]
@@ -46,14 +50,19 @@ def test_mean_iou_equals_segmentation_metric_and_accumulates_batches(mean_iou):
     generator = torch.Generator().manual_seed(0)
     references = torch.randint(0, 5, (6, 24, 32), generator=generator)
     references[:, :3] = 255
-    predictions = torch.where(torch.rand(6, 24, 32, generator=generator) < 0.6, references % 5,
-                              torch.randint(0, 5, (6, 24, 32), generator=generator))
+    predictions = torch.where(
+        torch.rand(6, 24, 32, generator=generator) < 0.6,
+        references % 5,
+        torch.randint(0, 5, (6, 24, 32), generator=generator),
+    )
     reference_metric = SegmentationMetric(5, 255)
     reference_metric.update(predictions, references)
     expected = reference_metric.compute()
     for start in (0, 3):  # the Trainer's pattern: add_batch per batch, compute at the end
-        mean_iou.add_batch(predictions=list(predictions[start:start + 3].numpy()),
-                           references=list(references[start:start + 3].numpy()))
+        mean_iou.add_batch(
+            predictions=list(predictions[start : start + 3].numpy()),
+            references=list(references[start : start + 3].numpy()),
+        )
     result = mean_iou.compute(num_labels=5, ignore_index=255)
     assert result["mean_iou"] == pytest.approx(expected["mIoU"])
     assert result["overall_accuracy"] == pytest.approx(expected["pixel_accuracy"])
@@ -74,8 +83,12 @@ def test_detection_map_equals_detection_metric(detection_map):
     metric.update(predictions, references)
     expected = metric.compute()
     as_lists = lambda entries: [{k: v.tolist() for k, v in entry.items()} for entry in entries]  # noqa: E731
-    result = detection_map.compute(predictions=as_lists(predictions), references=as_lists(references), num_labels=3,
-                                   conditions=["day", "day", "night", "night"])
+    result = detection_map.compute(
+        predictions=as_lists(predictions),
+        references=as_lists(references),
+        num_labels=3,
+        conditions=["day", "day", "night", "night"],
+    )
     for key in ("mAP", "mAP50", "mAP75"):
         assert result[key] == pytest.approx(expected[key], abs=1e-6)
     assert result["per_class_AP"] == pytest.approx(expected["per_class_AP"], abs=1e-6)

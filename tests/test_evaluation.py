@@ -310,8 +310,13 @@ def test_detection_backends_agree_and_ap50_is_consistent():
         pred[:, 2:] = torch.maximum(pred[:, 2:], pred[:, :2] + 1)
         gt_labels = torch.randint(0, 3, (4,), generator=generator)
         images.append(
-            _box_image(pred.tolist(), torch.rand(6, generator=generator).tolist(),
-                       torch.cat([gt_labels, gt_labels[:2]]).tolist(), gt.tolist(), gt_labels.tolist())
+            _box_image(
+                pred.tolist(),
+                torch.rand(6, generator=generator).tolist(),
+                torch.cat([gt_labels, gt_labels[:2]]).tolist(),
+                gt.tolist(),
+                gt_labels.tolist(),
+            )
         )
     coco = _detection(3, images, backend="pycocotools")
     fast = _detection(3, images, backend="faster_coco_eval")
@@ -393,7 +398,9 @@ def test_markdown_segmentation_single_group_and_from_json(tmp_path):
 
 def test_markdown_detection():
     result = {
-        "mAP": 0.65, "mAP50": 1.0, "mAP75": 0.5,
+        "mAP": 0.65,
+        "mAP50": 1.0,
+        "mAP75": 0.5,
         "per_class_AP": {"person": 1.0, "car": 0.3, "bus": float("nan")},
         "per_class_AP50": {"person": 1.0, "car": 1.0, "bus": float("nan")},
     }

@@ -96,6 +96,7 @@ def test_init_fusion_weights_handles_only_its_leaf_modules():
 
 def spatial_weight_by_hand(branch, x):
     """Eq. 1-2 written out: sigmoid(w2 relu(w1 x + b1) + b2) per pixel."""
+
     def conv1x1(conv, t):
         return torch.einsum("oc,bchw->bohw", conv.weight[:, :, 0, 0], t) + conv.bias[:, None, None]
 
@@ -556,7 +557,9 @@ def test_agf_residual_starts_as_the_sum_and_adds_the_scaled_merge():
 def test_agf_neighbourhood_attention_equals_attention_masked_to_the_k_by_k_window(size):
     agf = build(IVGFAttentionGuidedFusion, 8, 2, residual=True, norm=True, fan_init=True, neighbourhood=size)
     height, width = 4, 5
-    query, key, value = (torch.randn(2, 2, height * width, 4, generator=torch.Generator().manual_seed(s)) for s in (1, 2, 3))
+    query, key, value = (
+        torch.randn(2, 2, height * width, 4, generator=torch.Generator().manual_seed(s)) for s in (1, 2, 3)
+    )
     rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
     rows, cols = rows.flatten(), cols.flatten()
     near = ((rows[:, None] - rows[None]).abs() <= size // 2) & ((cols[:, None] - cols[None]).abs() <= size // 2)
@@ -594,5 +597,8 @@ def test_agf_norm_makes_attention_independent_of_the_feature_scale(kv_stride):
     plain = build(IVGFAttentionGuidedFusion, 8, 2, kv_stride, std=0.3)
     assert not torch.allclose(plain(10.0 * vis, 10.0 * ir), 10.0 * plain(vis, ir), atol=1e-3)
     assert {name for name, _ in agf.named_parameters()} - {name for name, _ in plain.named_parameters()} == {
-        "visible_norm.weight", "visible_norm.bias", "infrared_norm.weight", "infrared_norm.bias"
+        "visible_norm.weight",
+        "visible_norm.bias",
+        "infrared_norm.weight",
+        "infrared_norm.bias",
     }

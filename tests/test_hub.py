@@ -60,8 +60,9 @@ def snapshot(folder: Path) -> dict:
 
 
 def labelled_config(**overrides):
-    return get_config("tiny", id2label=dict(enumerate(CLASSES)), label2id={n: i for i, n in enumerate(CLASSES)},
-                      **overrides)
+    return get_config(
+        "tiny", id2label=dict(enumerate(CLASSES)), label2id={n: i for i, n in enumerate(CLASSES)}, **overrides
+    )
 
 
 @pytest.fixture(scope="module")
@@ -150,12 +151,29 @@ def test_push_sends_exactly_the_checked_folder(segmentation_folder, online, monk
     before = snapshot(segmentation_folder)
     existing = [".gitattributes", "README.md", "model.safetensors", "modeling_old.py", "pytorch_model.bin", "demo.png"]
     fake = FakeHub(monkeypatch, existing=existing)
-    code = main(["push", str(segmentation_folder), "org/ivgf-seg", "--revision", "v1", "--create-pr", "--private",
-                 "--token", "hf_test", "--commit-message", "Release v1"])
+    code = main(
+        [
+            "push",
+            str(segmentation_folder),
+            "org/ivgf-seg",
+            "--revision",
+            "v1",
+            "--create-pr",
+            "--private",
+            "--token",
+            "hf_test",
+            "--commit-message",
+            "Release v1",
+        ]
+    )
     assert code == 0
     assert [call[0] for call in fake.calls] == ["create_repo", "create_branch", "list_repo_files", "create_commit"]
-    assert fake.calls[0] == ("create_repo", "org/ivgf-seg", {"private": True, "exist_ok": True, "repo_type": "model"},
-                             "hf_test")
+    assert fake.calls[0] == (
+        "create_repo",
+        "org/ivgf-seg",
+        {"private": True, "exist_ok": True, "repo_type": "model"},
+        "hf_test",
+    )
     assert fake.calls[1][2] == {"branch": "v1", "exist_ok": True, "repo_type": "model"}
     assert fake.calls[2][2] == {"revision": "v1", "repo_type": "model"}
     commit = fake.commit
@@ -173,15 +191,36 @@ def test_push_sends_exactly_the_checked_folder(segmentation_folder, online, monk
 def test_push_default_message_and_rendered_card(segmentation_folder, online, monkeypatch, tmp_path):
     inspect_only(monkeypatch)
     fake = FakeHub(monkeypatch)
-    metrics = {"task": "segmentation", "split": "val", "metrics": {
-        "mIoU": 0.5, "pixel_accuracy": 0.9, "mean_accuracy": 0.6,
-        "per_class_iou": {"road": 0.75, "car": 0.5, "person": 0.25}}}
+    metrics = {
+        "task": "segmentation",
+        "split": "val",
+        "metrics": {
+            "mIoU": 0.5,
+            "pixel_accuracy": 0.9,
+            "mean_accuracy": 0.6,
+            "per_class_iou": {"road": 0.75, "car": 0.5, "person": 0.25},
+        },
+    }
     (tmp_path / "eval.json").write_text(json.dumps(metrics))
     plot = tmp_path / "per_class_iou.png"
     plot.write_bytes(b"\x89PNG fake")
     before = snapshot(segmentation_folder)
-    assert main(["push", str(segmentation_folder), "org/ivgf-seg", "--metrics", str(tmp_path / "eval.json"),
-                 "--plot", str(plot), "--dataset", "org/mfnet"]) == 0
+    assert (
+        main(
+            [
+                "push",
+                str(segmentation_folder),
+                "org/ivgf-seg",
+                "--metrics",
+                str(tmp_path / "eval.json"),
+                "--plot",
+                str(plot),
+                "--dataset",
+                "org/mfnet",
+            ]
+        )
+        == 0
+    )
     assert fake.calls[0][2] == {"private": None, "exist_ok": True, "repo_type": "model"}
     assert "create_branch" not in [call[0] for call in fake.calls]
     commit = fake.commit
@@ -287,7 +326,7 @@ def write_original_checkpoints(folder: Path) -> dict:
     paths, states = {}, {}
     for modality, name in (("infrared", "infmae"), ("visible", "convmae")):
         tensors = load_file(FIXTURES / f"{name}_tiny_parity.safetensors")
-        state = {key[len("state."):]: value for key, value in tensors.items() if key.startswith("state.")}
+        state = {key[len("state.") :]: value for key, value in tensors.items() if key.startswith("state.")}
         assert "mask_token" in state and any(key.startswith("decoder_") for key in state)
         paths[modality] = folder / f"{name}.pth"
         torch.save({"model": state, "args": argparse.Namespace(model=name)}, paths[modality])
@@ -297,14 +336,17 @@ def write_original_checkpoints(folder: Path) -> dict:
 
 def training_inputs(task: str):
     generator = torch.Generator().manual_seed(0)
-    inputs = {"pixel_values": torch.randn(2, 3, 64, 64, generator=generator),
-              "pixel_values_ir": torch.randn(2, 1, 64, 64, generator=generator)}
+    inputs = {
+        "pixel_values": torch.randn(2, 3, 64, 64, generator=generator),
+        "pixel_values_ir": torch.randn(2, 1, 64, 64, generator=generator),
+    }
     if task == "segmentation":
         inputs["labels"] = torch.randint(0, len(CLASSES), (2, 64, 64), generator=generator)
     else:
-        inputs["labels"] = [{"class_labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.4, 0.3]])},
-                            {"class_labels": torch.tensor([2, 0]),
-                             "boxes": torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.7, 0.6, 0.3, 0.4]])}]
+        inputs["labels"] = [
+            {"class_labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.4, 0.3]])},
+            {"class_labels": torch.tensor([2, 0]), "boxes": torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.7, 0.6, 0.3, 0.4]])},
+        ]
     return inputs
 
 
@@ -312,9 +354,24 @@ def training_inputs(task: str):
 def test_init_checkpoint_builds_a_folder_that_fine_tunes(task, tmp_path, capsys):
     originals = write_original_checkpoints(tmp_path)
     out = tmp_path / f"ivgf-{task}-init"
-    args = ["init-checkpoint", "--infrared-checkpoint", str(originals["paths"]["infrared"]),
-            "--visible-checkpoint", str(originals["paths"]["visible"]), "--preset", "tiny", "--task", task,
-            "--id2label", json.dumps(CLASSES), "--set", "pretrain_image_size=128", "--out", str(out), "--no-check"]
+    args = [
+        "init-checkpoint",
+        "--infrared-checkpoint",
+        str(originals["paths"]["infrared"]),
+        "--visible-checkpoint",
+        str(originals["paths"]["visible"]),
+        "--preset",
+        "tiny",
+        "--task",
+        task,
+        "--id2label",
+        json.dumps(CLASSES),
+        "--set",
+        "pretrain_image_size=128",
+        "--out",
+        str(out),
+        "--no-check",
+    ]
     if task == "detection":
         args += ["--set", "fpn_channels=32"]
     assert main(args) == 0
@@ -330,12 +387,16 @@ def test_init_checkpoint_builds_a_folder_that_fine_tunes(task, tmp_path, capsys)
     model = model_class.from_pretrained(out, dtype=torch.float32)
     visible, infrared = originals["states"]["visible"], originals["states"]["infrared"]
     encoders = model.ivgf
-    assert torch.equal(encoders.visible_encoder.state_dict()["blocks3.1.attn.qkv.weight"],
-                       visible["blocks3.1.attn.qkv.weight"])
-    assert torch.equal(encoders.infrared_encoder.state_dict()["blocks2.0.mlp.fc1.weight"],
-                       infrared["blocks2.0.mlp.fc1.weight"])
-    assert torch.allclose(encoders.infrared_encoder.state_dict()["patch_embed1.proj.weight"],
-                          infrared["patch_embed1.proj.weight"].sum(dim=1, keepdim=True))
+    assert torch.equal(
+        encoders.visible_encoder.state_dict()["blocks3.1.attn.qkv.weight"], visible["blocks3.1.attn.qkv.weight"]
+    )
+    assert torch.equal(
+        encoders.infrared_encoder.state_dict()["blocks2.0.mlp.fc1.weight"], infrared["blocks2.0.mlp.fc1.weight"]
+    )
+    assert torch.allclose(
+        encoders.infrared_encoder.state_dict()["patch_embed1.proj.weight"],
+        infrared["patch_embed1.proj.weight"].sum(dim=1, keepdim=True),
+    )
 
     model.train()
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
@@ -360,14 +421,41 @@ def test_init_checkpoint_refuses_bad_input(tmp_path):
     with pytest.raises(SystemExit, match="checkpoint not found: .*missing.pth"):
         main(base + ["--visible-checkpoint", str(tmp_path / "missing.pth"), "--out", str(tmp_path / "b")])
     with pytest.raises(SystemExit, match="--num-labels 3 but --id2label has 2 names"):
-        main(base + ["--visible-checkpoint", str(originals["paths"]["visible"]), "--id2label", '["a", "b"]',
-                     "--out", str(tmp_path / "c")])
+        main(
+            base
+            + [
+                "--visible-checkpoint",
+                str(originals["paths"]["visible"]),
+                "--id2label",
+                '["a", "b"]',
+                "--out",
+                str(tmp_path / "c"),
+            ]
+        )
     with pytest.raises(SystemExit, match="--set 'hidden_size_typo=3'"):
-        main(base + ["--visible-checkpoint", str(originals["paths"]["visible"]), "--set", "hidden_size_typo=3",
-                     "--out", str(tmp_path / "d")])
+        main(
+            base
+            + [
+                "--visible-checkpoint",
+                str(originals["paths"]["visible"]),
+                "--set",
+                "hidden_size_typo=3",
+                "--out",
+                str(tmp_path / "d"),
+            ]
+        )
     with pytest.raises(SystemExit, match="shapes do not match the infrared encoder"):
-        main(base + ["--infrared-checkpoint", str(originals["paths"]["infrared"]), "--set", "hidden_sizes=[32, 48, 80]",
-                     "--out", str(tmp_path / "e")])
+        main(
+            base
+            + [
+                "--infrared-checkpoint",
+                str(originals["paths"]["infrared"]),
+                "--set",
+                "hidden_sizes=[32, 48, 80]",
+                "--out",
+                str(tmp_path / "e"),
+            ]
+        )
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "notes.txt").write_text("mine")
@@ -383,8 +471,13 @@ def test_init_checkpoint_refuses_bad_input(tmp_path):
     "the interpreter it prints to check loading under transformers 4.57",
 )
 def test_exports_load_as_remote_code_under_the_other_transformers(segmentation_folder, detector_folder):
-    probe = subprocess.run([COMPAT_PYTHON, "-c", "import transformers; print(transformers.__version__)"],
-                           capture_output=True, text=True, check=True, timeout=120)
+    probe = subprocess.run(
+        [COMPAT_PYTHON, "-c", "import transformers; print(transformers.__version__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     compat_version = probe.stdout.strip()
     assert compat_version.split(".")[0] != transformers.__version__.split(".")[0], (compat_version, transformers)
     for folder in (segmentation_folder, detector_folder):

@@ -48,11 +48,15 @@ def import_problems(source: str, siblings: set, filename: str = "<source>") -> l
         names = ", ".join(alias.name for alias in node.names)
         written = f"from {'.' * node.level}{node.module or ''} import {names}"
         if node.module is None:
-            problems.append(f"{filename}:{node.lineno}: {written}: the loader does not copy modules imported this "
-                            "way; write `from .module import Name`")
+            problems.append(
+                f"{filename}:{node.lineno}: {written}: the loader does not copy modules imported this "
+                "way; write `from .module import Name`"
+            )
         elif node.level != 1 or "." in node.module:
-            problems.append(f"{filename}:{node.lineno}: {written}: remote code is one flat folder; import only "
-                            "siblings with a single dot")
+            problems.append(
+                f"{filename}:{node.lineno}: {written}: remote code is one flat folder; import only "
+                "siblings with a single dot"
+            )
         elif node.module not in siblings:
             problems.append(f"{filename}:{node.lineno}: {written}: no sibling file {node.module}.py")
 

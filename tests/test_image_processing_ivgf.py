@@ -87,8 +87,9 @@ def test_replicated_grey_infrared_is_bit_identical_and_colour_uses_channel_mean(
     _, ir, _ = pair
     processor = IVGFImageProcessor()
     grey = processor(images_ir=ir.astype(np.float32) / 7.0, do_rescale=False)["pixel_values_ir"][0]
-    replicated = processor(images_ir=np.repeat(ir[:, :, None].astype(np.float32) / 7.0, 3, axis=2),
-                           do_rescale=False)["pixel_values_ir"][0]
+    replicated = processor(images_ir=np.repeat(ir[:, :, None].astype(np.float32) / 7.0, 3, axis=2), do_rescale=False)[
+        "pixel_values_ir"
+    ][0]
     assert torch.equal(grey, replicated)
     colour = rng.integers(0, 256, (H, W, 3)).astype(np.uint8)
     out = processor(images_ir=colour, do_normalize=False, do_pad=False)["pixel_values_ir"][0]
@@ -161,7 +162,7 @@ def test_padding_to_multiple_with_zero_pixels_and_ignore_labels(pair):
     other = run(IVGFImageProcessor(size_divisor=16, ignore_index=7), rgb, segmentation_maps=mask)
     assert other["labels"].shape == (1, 48, 64) and (other["labels"][0, H:] == 7).all()
     assert run(IVGFImageProcessor(do_pad=False), rgb)["pixel_values"].shape == (1, 3, H, W)
-    mixed = run(IVGFImageProcessor(), [rgb, rgb[:10, :70 - 40]], [ir, ir[:10, :30]])
+    mixed = run(IVGFImageProcessor(), [rgb, rgb[:10, : 70 - 40]], [ir, ir[:10, :30]])
     assert mixed["pixel_values"].shape == (2, 3, 64, 64)
     assert (mixed["pixel_values"][1, :, 10:] == 0).all()
 
@@ -177,26 +178,36 @@ def test_resize_rule():
 
 def test_resize_modes_and_nearest_masks(pair):
     rgb, ir, mask = pair
-    fixed = run(IVGFImageProcessor(do_resize=True, size={"height": 33, "width": 70}, do_pad=False),
-                rgb, ir, segmentation_maps=mask)
+    fixed = run(
+        IVGFImageProcessor(do_resize=True, size={"height": 33, "width": 70}, do_pad=False),
+        rgb,
+        ir,
+        segmentation_maps=mask,
+    )
     assert fixed["pixel_values"].shape == (1, 3, 33, 70) and fixed["pixel_values_ir"].shape == (1, 1, 33, 70)
     assert fixed["labels"].shape == (1, 33, 70)
     assert set(fixed["labels"].unique().tolist()) <= set(np.unique(mask).tolist())  # nearest: no new values
-    keep_ratio = run(IVGFImageProcessor(do_resize=True, size={"shortest_edge": 80, "longest_edge": 90}),
-                     rgb, segmentation_maps=mask)
+    keep_ratio = run(
+        IVGFImageProcessor(do_resize=True, size={"shortest_edge": 80, "longest_edge": 90}), rgb, segmentation_maps=mask
+    )
     assert keep_ratio["pixel_values"].shape == (1, 3, 96, 96)
     assert (keep_ratio["labels"][0, 72:] == 255).all() and (keep_ratio["labels"][0, :72, :90] != 255).all()
     # doubling the size duplicates every label pixel exactly
-    doubled = run(IVGFImageProcessor(do_resize=True, size={"height": 2 * H, "width": 2 * W}, do_pad=False),
-                  rgb, segmentation_maps=mask)["labels"][0]
+    doubled = run(
+        IVGFImageProcessor(do_resize=True, size={"height": 2 * H, "width": 2 * W}, do_pad=False),
+        rgb,
+        segmentation_maps=mask,
+    )["labels"][0]
     assert torch.equal(doubled, torch.from_numpy(mask).long().repeat_interleave(2, 0).repeat_interleave(2, 1))
     # bilinear keeps a constant image constant; nearest resampling of the image is selectable
     constant = np.full((H, W, 3), 77, dtype=np.uint8)
     out = IVGFImageProcessor(do_resize=True, size={"height": 31, "width": 17}, do_normalize=False, do_pad=False)(
-        constant, return_tensors="pt")["pixel_values"]
+        constant, return_tensors="pt"
+    )["pixel_values"]
     torch.testing.assert_close(out, torch.full_like(out, 77 / 255))
-    nearest = IVGFImageProcessor(do_resize=True, size={"height": 2 * H, "width": 2 * W}, resample=0,
-                                 do_normalize=False, do_pad=False)(rgb, return_tensors="pt")["pixel_values"][0]
+    nearest = IVGFImageProcessor(
+        do_resize=True, size={"height": 2 * H, "width": 2 * W}, resample=0, do_normalize=False, do_pad=False
+    )(rgb, return_tensors="pt")["pixel_values"][0]
     expected = torch.from_numpy(rgb).permute(2, 0, 1).float().repeat_interleave(2, 1).repeat_interleave(2, 2) / 255
     torch.testing.assert_close(nearest, expected)
 
@@ -224,8 +235,9 @@ def test_annotations_to_normalised_cxcywh(pair):
     assert target["image_id"].tolist() == [7]
     # resized x2 to 80 x 100, padded to 96 x 128
     resized = run(IVGFImageProcessor(do_resize=True, size={"shortest_edge": 80}), rgb, annotations=annotations)
-    torch.testing.assert_close(resized["labels"][0]["boxes"],
-                               torch.tensor([[50 / 128, 50 / 96, 60 / 128, 20 / 96]]), rtol=0, atol=1e-7)
+    torch.testing.assert_close(
+        resized["labels"][0]["boxes"], torch.tensor([[50 / 128, 50 / 96, 60 / 128, 20 / 96]]), rtol=0, atol=1e-7
+    )
     assert resized["labels"][0]["size"].tolist() == [80, 100]
 
 
@@ -277,8 +289,9 @@ def test_post_process_semantic_segmentation_recovers_labels(size, block):
     image = np.zeros((height, width, 3), dtype=np.uint8)
     processed = run(processor, image, segmentation_maps=labels)["labels"]
     logits = torch.nn.functional.one_hot(processed.clamp(max=3), 4).permute(0, 3, 1, 2).float()
-    recovered = processor.post_process_semantic_segmentation(SimpleNamespace(logits=logits),
-                                                             target_sizes=[(height, width)])
+    recovered = processor.post_process_semantic_segmentation(
+        SimpleNamespace(logits=logits), target_sizes=[(height, width)]
+    )
     assert recovered[0].dtype == torch.int64
     assert torch.equal(recovered[0], torch.from_numpy(labels).long())
     at_logits_size = processor.post_process_semantic_segmentation(logits)
@@ -296,19 +309,23 @@ def test_post_process_semantic_segmentation_rejects_small_logits():
 def test_post_process_object_detection_rescales_known_box():
     # original 50 x 100 -> resized 64 x 128 (x1.28) -> padded 64 x 128
     processor = IVGFImageProcessor(do_resize=True, size={"shortest_edge": 64, "longest_edge": 256})
-    detections = [{
-        "boxes": torch.tensor([[12.8, 6.4, 38.4, 25.6], [0.0, 0.0, 10.0, 10.0], [100.0, 50.0, 140.0, 70.0]]),
-        "scores": torch.tensor([0.9, 0.3, 0.8]),
-        "labels": torch.tensor([2, 1, 0]),
-    }]
-    results = processor.post_process_object_detection(SimpleNamespace(detections=detections), threshold=0.5,
-                                                       target_sizes=[(50, 100)])
+    detections = [
+        {
+            "boxes": torch.tensor([[12.8, 6.4, 38.4, 25.6], [0.0, 0.0, 10.0, 10.0], [100.0, 50.0, 140.0, 70.0]]),
+            "scores": torch.tensor([0.9, 0.3, 0.8]),
+            "labels": torch.tensor([2, 1, 0]),
+        }
+    ]
+    results = processor.post_process_object_detection(
+        SimpleNamespace(detections=detections), threshold=0.5, target_sizes=[(50, 100)]
+    )
     assert set(results[0]) == {"scores", "labels", "boxes"}
     assert results[0]["labels"].tolist() == [2, 0]
     torch.testing.assert_close(results[0]["scores"], torch.tensor([0.9, 0.8]))
     # second kept box is clipped to the image (x1 = 109.4 -> 100, y1 = 54.7 -> 50)
-    torch.testing.assert_close(results[0]["boxes"],
-                               torch.tensor([[10.0, 5.0, 30.0, 20.0], [78.125, 39.0625, 100.0, 50.0]]))
+    torch.testing.assert_close(
+        results[0]["boxes"], torch.tensor([[10.0, 5.0, 30.0, 20.0], [78.125, 39.0625, 100.0, 50.0]])
+    )
     as_tensor = processor.post_process_object_detection(detections, target_sizes=torch.tensor([[50, 100]]))
     assert torch.equal(as_tensor[0]["boxes"], results[0]["boxes"])
     unscaled = processor.post_process_object_detection(detections, threshold=0.0)
@@ -324,7 +341,8 @@ def test_post_process_detection_box_round_trip(pair):
     cx, cy, w, h = (out["labels"][0]["boxes"][0] * torch.tensor([padded_w, padded_h, padded_w, padded_h])).tolist()
     xyxy = torch.tensor([[cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]])
     back = processor.post_process_object_detection(
-        [{"boxes": xyxy, "scores": torch.tensor([1.0]), "labels": torch.tensor([1])}], target_sizes=[(H, W)])
+        [{"boxes": xyxy, "scores": torch.tensor([1.0]), "labels": torch.tensor([1])}], target_sizes=[(H, W)]
+    )
     torch.testing.assert_close(back[0]["boxes"], torch.tensor([[7.0, 3.0, 27.0, 18.0]]), rtol=0, atol=1e-4)
 
 
@@ -394,8 +412,15 @@ def test_valid_kwargs_match_constructor():
 
 def test_save_pretrained_round_trip(tmp_path, pair):
     rgb, ir, mask = pair
-    processor = IVGFImageProcessor(do_resize=True, size={"shortest_edge": 48, "longest_edge": 80}, resample=3,
-                                   ir_image_mean=0.4, ir_image_std=0.25, ir_num_channels=3, size_divisor=16)
+    processor = IVGFImageProcessor(
+        do_resize=True,
+        size={"shortest_edge": 48, "longest_edge": 80},
+        resample=3,
+        ir_image_mean=0.4,
+        ir_image_std=0.25,
+        ir_num_channels=3,
+        size_divisor=16,
+    )
     processor.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "preprocessor_config.json").read_text())
     assert saved["ir_image_mean"] == [0.4] and saved["size"] == {"shortest_edge": 48, "longest_edge": 80}
@@ -445,7 +470,11 @@ def test_remote_code_load_in_fresh_process(tmp_path, pair, monkeypatch):
     env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1")
     completed = subprocess.run(
         [sys.executable, str(script), str(folder), str(inputs), str(annotations), str(result)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     child = torch.load(result, weights_only=False)

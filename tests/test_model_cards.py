@@ -21,14 +21,19 @@ from ivgf_hf.modeling import IVGFForSemanticSegmentation, IVGFImageProcessor
 
 CLASSES = ["unlabeled", "car", "person"]
 SEGMENTATION_RESULT = {
-    "mIoU": 0.528, "pixel_accuracy": 0.714, "mean_accuracy": 0.667,
+    "mIoU": 0.528,
+    "pixel_accuracy": 0.714,
+    "mean_accuracy": 0.667,
     "per_class_iou": {"unlabeled": 0.97, "car": 0.614, "person": None},
     "per_class_accuracy": {"unlabeled": 0.99, "car": 0.75, "person": None},
 }
 NIGHT_RESULT = {**SEGMENTATION_RESULT, "mIoU": 0.4}
 DETECTION_RESULT = {
-    "mAP": 0.312, "mAP50": 0.555, "mAP75": 0.301,
-    "per_class_AP": {"car": 0.4, "person": 0.224}, "per_class_AP50": {"car": 0.7, "person": 0.41},
+    "mAP": 0.312,
+    "mAP50": 0.555,
+    "mAP75": 0.301,
+    "per_class_AP": {"car": 0.4, "person": 0.224},
+    "per_class_AP50": {"car": 0.7, "person": 0.41},
 }
 REQUIRED_TAGS = {"custom_code", "infrared", "thermal", "rgb-t", "ivgf"}
 
@@ -40,19 +45,35 @@ def python_blocks(text: str) -> list:
 def test_segmentation_card_from_an_eval_file(tmp_path):
     eval_file = tmp_path / "eval.json"
     eval_output = {  # the layout of ivgf eval's metrics.json
-        "task": "segmentation", "num_samples": 393, "metrics": SEGMENTATION_RESULT,
-        "results": {"none": {"all": SEGMENTATION_RESULT, "night": NIGHT_RESULT},
-                    "visible_missing": {"all": NIGHT_RESULT}},
-        "class_names": CLASSES, "settings": {"headline_protocol": "none", "tta_flip": False, "tta_scales": [1.0]},
+        "task": "segmentation",
+        "num_samples": 393,
+        "metrics": SEGMENTATION_RESULT,
+        "results": {
+            "none": {"all": SEGMENTATION_RESULT, "night": NIGHT_RESULT},
+            "visible_missing": {"all": NIGHT_RESULT},
+        },
+        "class_names": CLASSES,
+        "settings": {"headline_protocol": "none", "tta_flip": False, "tta_scales": [1.0]},
     }
     eval_file.write_text(json.dumps(eval_output))
     recipe_file = tmp_path / "recipe.yaml"
-    recipe_file.write_text(yaml.safe_dump({"optimizer": {"name": "adamw", "lr": 6e-5}, "max_steps": 40000,
-                                           "augmentations": ["flip", "cutout_mix"]}))
-    text = render_model_card("segmentation", "org/ivgf-base-mfnet", "0123abcd", metrics=eval_file,
-                             split="MFNet test (393 images)",
-                             recipe=recipe_file, plots={"Per-class IoU": "plots/per_class_iou.png"},
-                             class_names=CLASSES, datasets=["org/mfnet"], base_model="org/ivgf-base-init")
+    recipe_file.write_text(
+        yaml.safe_dump(
+            {"optimizer": {"name": "adamw", "lr": 6e-5}, "max_steps": 40000, "augmentations": ["flip", "cutout_mix"]}
+        )
+    )
+    text = render_model_card(
+        "segmentation",
+        "org/ivgf-base-mfnet",
+        "0123abcd",
+        metrics=eval_file,
+        split="MFNet test (393 images)",
+        recipe=recipe_file,
+        plots={"Per-class IoU": "plots/per_class_iou.png"},
+        class_names=CLASSES,
+        datasets=["org/mfnet"],
+        base_model="org/ivgf-base-init",
+    )
     card_path = tmp_path / "README.md"
     card_path.write_text(text)
     card = ModelCard.load(card_path)  # a local file: parsed offline
@@ -82,8 +103,13 @@ def test_segmentation_card_from_an_eval_file(tmp_path):
 
 
 def test_detection_card_with_grouped_bare_metrics():
-    text = render_model_card("detection", "org/ivgf-m3fd", "v1.0",
-                             metrics={"all": DETECTION_RESULT, "night": DETECTION_RESULT}, split="M3FD test")
+    text = render_model_card(
+        "detection",
+        "org/ivgf-m3fd",
+        "v1.0",
+        metrics={"all": DETECTION_RESULT, "night": DETECTION_RESULT},
+        split="M3FD test",
+    )
     card = ModelCard(text)
     data = card.data.to_dict()
     assert data["pipeline_tag"] == "object-detection" and data["metrics"] == ["map"]
@@ -152,8 +178,9 @@ def test_usage_snippet_runs_on_an_exported_folder(tmp_path):
     script = 'import sys\nsys.modules["ivgf_hf"] = None  # only the folder\'s code may run\n' + snippet
     environment = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1"}
     environment.pop("PYTHONPATH", None)
-    result = subprocess.run([sys.executable, "-c", script], cwd=work, env=environment, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=work, env=environment, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     counts = ast.literal_eval(result.stdout.strip().splitlines()[-1])  # {class name: pixels}
     assert set(counts) <= set(CLASSES) and sum(counts.values()) == 48 * 64

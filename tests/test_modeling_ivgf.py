@@ -97,7 +97,10 @@ def test_feature_map_shapes_and_hidden_states():
         output = model(**inputs(), output_hidden_states=True)
     c1, c2, c3 = config.hidden_sizes
     assert [tuple(f.shape) for f in output.feature_maps] == [
-        (2, c1, 16, 24), (2, c2, 8, 12), (2, c3, 4, 6), (2, c3, 1, 2)
+        (2, c1, 16, 24),
+        (2, c2, 8, 12),
+        (2, c3, 4, 6),
+        (2, c3, 1, 2),
     ]
     for modality in ("visible", "infrared"):
         assert len(getattr(output, f"{modality}_feature_maps")) == 4
@@ -186,7 +189,9 @@ def test_class_weighted_loss_matches_torch_and_survives_an_all_ignored_batch():
     logits = torch.randn(2, NUM_LABELS, 8, 8, requires_grad=True)
     target = torch.randint(0, NUM_LABELS, (2, 8, 8))
     target[0, :3] = 255
-    assert torch.allclose(model._loss(logits, target), torch.nn.functional.cross_entropy(logits, target, ignore_index=255))
+    assert torch.allclose(
+        model._loss(logits, target), torch.nn.functional.cross_entropy(logits, target, ignore_index=255)
+    )
     weights = torch.linspace(0.2, 3.0, NUM_LABELS)
     model.config.semantic_loss_class_weights = weights.tolist()
     expected = torch.nn.functional.cross_entropy(logits, target, weight=weights, ignore_index=255)
@@ -241,7 +246,9 @@ def test_gradient_checkpointing_matches_plain_forward():
         if isinstance(module, GradientCheckpointingLayer):
             checkpoint = module._gradient_checkpointing_func
 
-            def recording(function, *args, _checkpoint=checkpoint, _name=type(module).__name__, **kwargs):
+            name = type(module).__name__
+
+            def recording(function, *args, _checkpoint=checkpoint, _name=name, **kwargs):
                 recomputed.add(_name)
                 return _checkpoint(function, *args, **kwargs)
 
@@ -250,8 +257,15 @@ def test_gradient_checkpointing_matches_plain_forward():
     assert torch.allclose(plain_loss, checkpointed_loss, atol=1e-6)
     for name, grad in plain_grads.items():
         assert torch.allclose(grad, checkpointed_grads[name], atol=1e-5), name
-    layers = (IVGFPatchEmbed, IVGFConvBlock, IVGFTransformerBlock, IVGFStage4Projection, IVGFFeatureEnhancement,
-              IVGFTokenEnhancement, IVGFAttentionGuidedFusion)
+    layers = (
+        IVGFPatchEmbed,
+        IVGFConvBlock,
+        IVGFTransformerBlock,
+        IVGFStage4Projection,
+        IVGFFeatureEnhancement,
+        IVGFTokenEnhancement,
+        IVGFAttentionGuidedFusion,
+    )
     assert recomputed == {layer.__name__ for layer in layers}  # transformers' checkpointed layers, all of them
 
 
@@ -369,7 +383,6 @@ def test_bad_inputs_get_clear_errors():
         model(**inputs(batch=1), labels=labels(batch=1))
 
 
-
 def test_empty_none_mismatched_and_half_precision_inputs():
     model = IVGFForSemanticSegmentation(tiny_config()).eval()
     batch = inputs(batch=1)
@@ -392,6 +405,7 @@ def test_empty_none_mismatched_and_half_precision_inputs():
             logits = model(batch["pixel_values"].to(dtype), batch["pixel_values_ir"].to(dtype)).logits
             assert logits.dtype == torch.float32
             assert (logits - expected).abs().max() < 0.1
+
 
 def test_config_validation():
     with pytest.raises(ValueError, match="fem_mode"):

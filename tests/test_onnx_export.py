@@ -43,8 +43,21 @@ def exported(saved_segmentation, tmp_path_factory):
     out = tmp_path_factory.mktemp("onnx") / "model.onnx"
     text = io.StringIO()
     with contextlib.redirect_stdout(text):
-        status = main(["export", "--format", "onnx", "--model", str(saved_segmentation), "--out", str(out),
-                       "--check-sizes", "64x64,96x128,160x96", "--check-batch-size", "2"])
+        status = main(
+            [
+                "export",
+                "--format",
+                "onnx",
+                "--model",
+                str(saved_segmentation),
+                "--out",
+                str(out),
+                "--check-sizes",
+                "64x64,96x128,160x96",
+                "--check-batch-size",
+                "2",
+            ]
+        )
     return out, status, text.getvalue()
 
 

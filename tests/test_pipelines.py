@@ -82,9 +82,7 @@ def test_segmentation_pipeline_in_process_every_input_form(segmenter, tmp_path):
     for form in forms:
         result = pipe(form)
         assert np.array_equal(masks_to_label_map(result, label2id(segmenter)), expected)
-    assert [entry["label"] for entry in result] == [
-        segmenter.config.id2label[int(c)] for c in np.unique(expected)
-    ]
+    assert [entry["label"] for entry in result] == [segmenter.config.id2label[int(c)] for c in np.unique(expected)]
 
 
 def test_segmentation_pipeline_batches(segmenter):
@@ -163,9 +161,19 @@ def test_saved_folder_pipeline_runs_without_ivgf_hf(segmenter, tmp_path, python)
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1")
     completed = subprocess.run(
-        [python, str(tmp_path / "child.py"), str(folder), "rgbt-semantic-segmentation", str(tmp_path / "inputs.npz"),
-         str(tmp_path / "result.json")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        [
+            python,
+            str(tmp_path / "child.py"),
+            str(folder),
+            "rgbt-semantic-segmentation",
+            str(tmp_path / "inputs.npz"),
+            str(tmp_path / "result.json"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     expected = expected_label_map(segmenter, visible, infrared)

@@ -49,8 +49,17 @@ def colours(path):
 def test_predict_pair_writes_mask_and_overlay(segmentation_model, scenes, tmp_path, capsys):
     visible_dir, infrared_dir = write_pairs(tmp_path, scenes)
     out = tmp_path / "out"
-    argv = ["predict", "--model", str(segmentation_model), "--visible", str(visible_dir / "a.png"), "--infrared",
-            str(infrared_dir / "a.png"), "--out", str(out)]
+    argv = [
+        "predict",
+        "--model",
+        str(segmentation_model),
+        "--visible",
+        str(visible_dir / "a.png"),
+        "--infrared",
+        str(infrared_dir / "a.png"),
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     assert sorted(p.name for p in out.iterdir()) == ["a_mask.png", "a_overlay.png"]
     assert "wrote 2 PNG file(s) for 1 pair(s)" in capsys.readouterr().out
@@ -73,15 +82,41 @@ def test_predict_pair_writes_mask_and_overlay(segmentation_model, scenes, tmp_pa
 def test_predict_folders_and_rgbt_files(segmentation_model, scenes, tmp_path):
     visible_dir, infrared_dir = write_pairs(tmp_path, scenes)
     out = tmp_path / "out"
-    assert main(["predict", "--model", str(segmentation_model), "--visible-dir", str(visible_dir), "--infrared-dir",
-                 str(infrared_dir), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(segmentation_model),
+                "--visible-dir",
+                str(visible_dir),
+                "--infrared-dir",
+                str(infrared_dir),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in out.iterdir()) == ["a_mask.png", "a_overlay.png", "b_mask.png", "b_overlay.png"]
 
     rgbt_dir = tmp_path / "rgbt"
     rgbt_dir.mkdir()
     Image.fromarray(np.dstack([scenes[0].visible, scenes[0].infrared])).save(rgbt_dir / "a.png")
-    assert main(["predict", "--model", str(segmentation_model), "--rgbt-dir", str(rgbt_dir), "--out",
-                 str(tmp_path / "rgbt_out")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(segmentation_model),
+                "--rgbt-dir",
+                str(rgbt_dir),
+                "--out",
+                str(tmp_path / "rgbt_out"),
+            ]
+        )
+        == 0
+    )
     # the 4-channel file gives the same mask as the pair it was packed from
     assert (tmp_path / "rgbt_out" / "a_mask.png").read_bytes() == (out / "a_mask.png").read_bytes()
 
@@ -90,8 +125,19 @@ def test_predict_names_unpaired_files(segmentation_model, scenes, tmp_path):
     visible_dir, infrared_dir = write_pairs(tmp_path, scenes)
     (visible_dir / "b.png").rename(visible_dir / "c.png")
     with pytest.raises(SystemExit) as error:
-        main(["predict", "--model", str(segmentation_model), "--visible-dir", str(visible_dir), "--infrared-dir",
-              str(infrared_dir), "--out", str(tmp_path / "out")])
+        main(
+            [
+                "predict",
+                "--model",
+                str(segmentation_model),
+                "--visible-dir",
+                str(visible_dir),
+                "--infrared-dir",
+                str(infrared_dir),
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
     message = str(error.value)
     assert "unpaired" in message and "c.png" in message and "b.png" in message
     assert not (tmp_path / "out").exists()
@@ -116,13 +162,21 @@ def test_predict_clear_errors_for_bad_inputs(segmentation_model, scenes, tmp_pat
         main(model + ["--rgbt", str(tmp_path / "missing.png")])
 
 
-
 def test_predict_names_the_broken_file_and_damaged_weights(segmentation_model, scenes, tmp_path, capsys):
     visible_dir, infrared_dir = write_pairs(tmp_path, scenes)
     visible = visible_dir / "a.png"
     visible.write_bytes(visible.read_bytes()[:200])  # a valid header, truncated pixel data
-    argv = ["predict", "--model", str(segmentation_model), "--out", str(tmp_path / "out"), "--visible", str(visible),
-            "--infrared", str(infrared_dir / "a.png")]
+    argv = [
+        "predict",
+        "--model",
+        str(segmentation_model),
+        "--out",
+        str(tmp_path / "out"),
+        "--visible",
+        str(visible),
+        "--infrared",
+        str(infrared_dir / "a.png"),
+    ]
     with pytest.raises(SystemExit, match=r"cannot decode .*vis/a\.png: image file is truncated") as exit_info:
         main(argv)
     assert exit_info.value.code == 2 and "ir/a.png" not in str(exit_info.value)
@@ -134,8 +188,17 @@ def test_predict_names_the_broken_file_and_damaged_weights(segmentation_model, s
     weights = damaged / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     capsys.readouterr()
-    argv = ["predict", "--model", str(damaged), "--out", str(tmp_path / "out"), "--visible", str(visible_dir / "b.png"),
-            "--infrared", str(infrared_dir / "b.png")]
+    argv = [
+        "predict",
+        "--model",
+        str(damaged),
+        "--out",
+        str(tmp_path / "out"),
+        "--visible",
+        str(visible_dir / "b.png"),
+        "--infrared",
+        str(infrared_dir / "b.png"),
+    ]
     with pytest.raises(SystemExit, match=r"weights of .*damaged are damaged or incomplete") as exit_info:
         main(argv)
     error = capsys.readouterr().err
@@ -147,25 +210,74 @@ def test_predict_tiny_and_elongated_images(segmentation_model, tmp_path):
     for name, (height, width) in {"dot": (1, 1), "strip": (16, 400)}.items():
         Image.fromarray(np.zeros((height, width, 3), np.uint8)).save(tmp_path / f"{name}_vis.png")
         Image.fromarray(np.zeros((height, width), np.uint8)).save(tmp_path / f"{name}_ir.png")
-        assert main(["predict", "--model", str(segmentation_model), "--out", str(tmp_path / "out"), "--visible",
-                     str(tmp_path / f"{name}_vis.png"), "--infrared", str(tmp_path / f"{name}_ir.png")]) == 0
+        assert (
+            main(
+                [
+                    "predict",
+                    "--model",
+                    str(segmentation_model),
+                    "--out",
+                    str(tmp_path / "out"),
+                    "--visible",
+                    str(tmp_path / f"{name}_vis.png"),
+                    "--infrared",
+                    str(tmp_path / f"{name}_ir.png"),
+                ]
+            )
+            == 0
+        )
         with Image.open(tmp_path / "out" / f"{name}_vis_mask.png") as mask:
             assert mask.size == (width, height)
+
 
 def test_predict_detection_draws_boxes(scenes, tmp_path):
     folder = tmp_path / "detector"
     torch.manual_seed(0)
-    config = get_config("tiny", id2label=id2label(M3FD_CLASSES), fpn_channels=32, rpn_pre_nms_top_n_test=50,
-                        rpn_post_nms_top_n_test=20, box_detections_per_image=5)
+    config = get_config(
+        "tiny",
+        id2label=id2label(M3FD_CLASSES),
+        fpn_channels=32,
+        rpn_pre_nms_top_n_test=50,
+        rpn_post_nms_top_n_test=20,
+        box_detections_per_image=5,
+    )
     IVGFForObjectDetection(config).save_pretrained(folder)
     visible_dir, infrared_dir = write_pairs(tmp_path, scenes[:1], names=("a",))
     out = tmp_path / "out"
-    assert main(["predict", "--model", str(folder), "--visible", str(visible_dir / "a.png"), "--infrared",
-                 str(infrared_dir / "a.png"), "--out", str(out), "--threshold", "0"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(folder),
+                "--visible",
+                str(visible_dir / "a.png"),
+                "--infrared",
+                str(infrared_dir / "a.png"),
+                "--out",
+                str(out),
+                "--threshold",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert [p.name for p in out.iterdir()] == ["a_boxes.png"]
     with pytest.raises(SystemExit, match="segmentation models only"):
-        main(["predict", "--model", str(folder), "--visible", str(visible_dir / "a.png"), "--infrared",
-              str(infrared_dir / "a.png"), "--out", str(out), "--tta-flip"])
+        main(
+            [
+                "predict",
+                "--model",
+                str(folder),
+                "--visible",
+                str(visible_dir / "a.png"),
+                "--infrared",
+                str(infrared_dir / "a.png"),
+                "--out",
+                str(out),
+                "--tta-flip",
+            ]
+        )
 
 
 def test_palettes_follow_the_class_names():
@@ -177,8 +289,9 @@ def test_palettes_follow_the_class_names():
 
 def test_colorize_and_overlay():
     mask = np.array([[0, 1], [2, 255]])
-    np.testing.assert_array_equal(colorize(mask, MFNET_PALETTE),
-                                  [[MFNET_PALETTE[0], MFNET_PALETTE[1]], [MFNET_PALETTE[2], (255, 255, 255)]])
+    np.testing.assert_array_equal(
+        colorize(mask, MFNET_PALETTE), [[MFNET_PALETTE[0], MFNET_PALETTE[1]], [MFNET_PALETTE[2], (255, 255, 255)]]
+    )
     image = np.full((2, 2, 3), 100, dtype=np.uint8)
     blended = overlay(image, mask[:, :1].repeat(2, 1), MFNET_PALETTE, alpha=0.5, transparent_ids=[0])
     np.testing.assert_array_equal(blended[0], [[100, 100, 100]] * 2)  # class 0 is transparent

@@ -14,8 +14,24 @@ from ivgf_hf.quickstart import OUTPUT_ENTRIES, comparison_markdown, comparison_r
 
 def test_quickstart_smoke_run_writes_model_metrics_and_overlays(tmp_path, capsys):
     out = tmp_path / "quickstart"
-    argv = ["quickstart", "--out", str(out), "--steps", "2", "--num-train", "4", "--num-test", "2", "--height", "64",
-            "--width", "96", "--num-predictions", "2", "--no-export-check"]
+    argv = [
+        "quickstart",
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--num-train",
+        "4",
+        "--num-test",
+        "2",
+        "--height",
+        "64",
+        "--width",
+        "96",
+        "--num-predictions",
+        "2",
+        "--no-export-check",
+    ]
     assert main(argv) == 0
 
     model = IVGFForSemanticSegmentation.from_pretrained(out / "model")
@@ -54,8 +70,11 @@ def test_overwrite_deletes_only_quickstart_entries(tmp_path):
 
 def _result(miou, miou_night, person_night, bump):
     night = {"mIoU": miou_night, "per_class_iou": {"person": person_night}}
-    return {"results": {"none": {"all": {"mIoU": miou, "per_class_iou": {"bump": bump}}, "day": {"mIoU": 0.5},
-                                 "night": night}}}
+    return {
+        "results": {
+            "none": {"all": {"mIoU": miou, "per_class_iou": {"bump": bump}}, "day": {"mIoU": 0.5}, "night": night}
+        }
+    }
 
 
 def test_comparison_table():
@@ -76,8 +95,27 @@ def test_comparison_table():
 @pytest.mark.slow
 def test_compare_over_seeds_writes_the_mean_std_table(tmp_path):
     out = tmp_path / "quickstart"
-    argv = ["quickstart", "--out", str(out), "--compare", "--seeds", "2", "--steps", "1", "--num-train", "4",
-            "--num-test", "2", "--height", "64", "--width", "96", "--num-predictions", "2", "--no-export-check"]
+    argv = [
+        "quickstart",
+        "--out",
+        str(out),
+        "--compare",
+        "--seeds",
+        "2",
+        "--steps",
+        "1",
+        "--num-train",
+        "4",
+        "--num-test",
+        "2",
+        "--height",
+        "64",
+        "--width",
+        "96",
+        "--num-predictions",
+        "2",
+        "--no-export-check",
+    ]
     assert main(argv) == 0
     seeds = json.loads((out / "seeds.json").read_text())
     table = seeds["summary"]["scratch"]
@@ -91,8 +129,26 @@ def test_compare_over_seeds_writes_the_mean_std_table(tmp_path):
 
 def test_detection_quickstart_writes_the_detector_metrics_and_box_pictures(tmp_path, capsys):
     out = tmp_path / "quickstart"
-    argv = ["quickstart", "--task", "detection", "--out", str(out), "--steps", "2", "--num-train", "4",
-            "--num-test", "2", "--height", "96", "--width", "128", "--num-predictions", "2", "--no-export-check"]
+    argv = [
+        "quickstart",
+        "--task",
+        "detection",
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--num-train",
+        "4",
+        "--num-test",
+        "2",
+        "--height",
+        "96",
+        "--width",
+        "128",
+        "--num-predictions",
+        "2",
+        "--no-export-check",
+    ]
     assert main(argv) == 0
 
     model = IVGFForObjectDetection.from_pretrained(out / "model")
@@ -122,23 +178,47 @@ def test_detection_quickstart_writes_the_detector_metrics_and_box_pictures(tmp_p
 
 def test_detection_comparison_table():
     def result(map_all, map50_night, people_night):
-        groups = {"all": {"mAP": map_all, "mAP50": 0.5, "per_class_AP": {}},
-                  "night": {"mAP": 0.2, "mAP50": map50_night, "per_class_AP": {"People": people_night}}}
+        groups = {
+            "all": {"mAP": map_all, "mAP50": 0.5, "per_class_AP": {}},
+            "night": {"mAP": 0.2, "mAP50": map50_night, "per_class_AP": {"People": people_night}},
+        }
         return {"results": {"none": groups}}
 
     rows = comparison_rows({"ivgf": {"result": result(0.4, 0.6, 0.3), "seconds": 600.0, "steps": 700}}, "detection")
     assert rows[0]["mAP_all"] == 0.4 and math.isnan(rows[0]["mAP_day"])
     lines = comparison_markdown(rows, "detection").splitlines()
-    assert lines[0] == ("| Model | mAP50-95 | mAP50-95 day | mAP50-95 night | mAP50 | mAP50 day | mAP50 night | "
-                        "People AP50-95 night | train time |")
+    assert lines[0] == (
+        "| Model | mAP50-95 | mAP50-95 day | mAP50-95 night | mAP50 | mAP50 day | mAP50 night | "
+        "People AP50-95 night | train time |"
+    )
     assert lines[2] == "| IVGF (FEM + TEM + AGF) | 40.0 | n/a | 20.0 | 50.0 | n/a | 60.0 | 30.0 | 10.0 min |"
 
 
 def test_detection_compare_over_seeds_trains_the_four_detectors(tmp_path, capsys):
     out = tmp_path / "quickstart"
-    argv = ["quickstart", "--task", "detection", "--out", str(out), "--compare", "--seeds", "2", "--steps", "1",
-            "--num-train", "4", "--num-test", "2", "--height", "96", "--width", "128", "--num-predictions", "2",
-            "--no-export-check"]
+    argv = [
+        "quickstart",
+        "--task",
+        "detection",
+        "--out",
+        str(out),
+        "--compare",
+        "--seeds",
+        "2",
+        "--steps",
+        "1",
+        "--num-train",
+        "4",
+        "--num-test",
+        "2",
+        "--height",
+        "96",
+        "--width",
+        "128",
+        "--num-predictions",
+        "2",
+        "--no-export-check",
+    ]
     assert main(argv) == 0
     titles = ["IVGF (FEM + TEM + AGF)", "Sum fusion (no FEM/TEM/AGF)", "Visible only", "Infrared only"]
     table = (out / "comparison.md").read_text()

@@ -30,8 +30,16 @@ def segmentation_model():
 def test_export_writes_a_self_contained_folder_that_loads_as_remote_code(segmentation_model, tmp_path):
     folder = export_for_hub(segmentation_model, IVGFImageProcessor(), tmp_path / "ivgf-tiny")
     files = sorted(p.name for p in folder.iterdir())
-    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "configuration_ivgf.py",
-                 "modeling_ivgf.py", "encoder_ivgf.py", "fusion_ivgf.py", "image_processing_ivgf.py"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "configuration_ivgf.py",
+        "modeling_ivgf.py",
+        "encoder_ivgf.py",
+        "fusion_ivgf.py",
+        "image_processing_ivgf.py",
+    ):
         assert name in files
     assert "__init__.py" not in files and not any(name.endswith((".bin", ".pt")) for name in files)
     auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
@@ -64,7 +72,9 @@ def test_export_refuses_existing_folders_and_failed_checks(segmentation_model, t
 
 def test_in_process_auto_classes(segmentation_model, tmp_path):
     register_auto_classes()
-    config = AutoConfig.for_model("ivgf", num_labels=3, **{k: v for k, v in get_config("tiny").to_diff_dict().items() if k != "model_type"})
+    config = AutoConfig.for_model(
+        "ivgf", num_labels=3, **{k: v for k, v in get_config("tiny").to_diff_dict().items() if k != "model_type"}
+    )
     assert type(AutoModelForSemanticSegmentation.from_config(config)) is IVGFForSemanticSegmentation
     assert type(AutoModel.from_config(config)) is IVGFModel
     segmentation_model.save_pretrained(tmp_path)
@@ -142,7 +152,10 @@ def test_trainer_push_to_hub_publishes_a_loadable_repo(segmentation_model, tmp_p
         monkeypatch.setattr(transformers.trainer, "create_repo", hub.create_repo)
         monkeypatch.setattr(transformers.trainer, "upload_folder", hub.upload_folder)
     args = TrainingArguments(
-        output_dir=str(tmp_path / "run"), push_to_hub=True, hub_model_id="ivgf-org/ivgf-tiny", report_to=[],
+        output_dir=str(tmp_path / "run"),
+        push_to_hub=True,
+        hub_model_id="ivgf-org/ivgf-tiny",
+        report_to=[],
         use_cpu=True,
     )
     trainer = Trainer(model=segmentation_model, args=args, processing_class=IVGFImageProcessor())

@@ -80,8 +80,10 @@ def test_resolve_rejects_bad_counts_naming_the_source(clean_env, bad):
 @pytest.mark.parametrize("command", ["train", "quickstart", "ablate", "eval", "predict"])
 def test_commands_take_threads(command):
     parser = build_parser()
-    extra = {"eval": ["--model", "m", "--dataset", "paired", "--data-root", "d", "--out", "o"],
-             "predict": ["--model", "m", "--visible", "v", "--infrared", "i", "--out", "o"]}
+    extra = {
+        "eval": ["--model", "m", "--dataset", "paired", "--data-root", "d", "--out", "o"],
+        "predict": ["--model", "m", "--visible", "v", "--infrared", "i", "--out", "o"],
+    }
     try:
         args = parser.parse_args([command, "--threads", "3", *extra.get(command, [])])
     except SystemExit:  # predict's required options differ: the flag itself must still be known

@@ -14,8 +14,17 @@ from ivgf_hf.training.optim import PolynomialWarmupSchedule
 from ivgf_hf.training.recipes import get_recipe
 from ivgf_hf.training.trainer_recipe import build_trainer
 
-SMALL = dict(crop_size=64, eval_size=None, num_workers=0, eval_batch_size=2, max_steps=2, log_every=1, save_every=2,
-             eval_every=2, layer_decay=0.5)
+SMALL = dict(
+    crop_size=64,
+    eval_size=None,
+    num_workers=0,
+    eval_batch_size=2,
+    max_steps=2,
+    log_every=1,
+    save_every=2,
+    eval_every=2,
+    layer_decay=0.5,
+)
 
 
 @pytest.fixture

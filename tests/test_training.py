@@ -34,14 +34,23 @@ from ivgf_hf.training.run_files import clear_run
 
 REPO = Path(__file__).resolve().parents[1]
 # A short synth-seg-cpu run: 64x96 images, 64 px crops, a checkpoint every 2 steps.
-RUN = dict(crop_size=64, eval_size=None, num_workers=0, log_every=1, save_every=2, eval_every=4, keep_last=2,
-           export_check=False)
+RUN = dict(
+    crop_size=64,
+    eval_size=None,
+    num_workers=0,
+    log_every=1,
+    save_every=2,
+    eval_every=4,
+    keep_last=2,
+    export_check=False,
+)
 
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
-    return generate_synthrgbt(tmp_path_factory.mktemp("synth") / "mfnet", "mfnet", num_train=12, num_test=4,
-                              height=64, width=96, seed=0)
+    return generate_synthrgbt(
+        tmp_path_factory.mktemp("synth") / "mfnet", "mfnet", num_train=12, num_test=4, height=64, width=96, seed=0
+    )
 
 
 @pytest.fixture
@@ -64,8 +73,19 @@ def _cli(*args):
 
 def _run_args(root, output_dir, steps, workers=0):
     sets = [f"--set={k}={v}" for k, v in RUN.items() if k != "num_workers"]
-    return ["--recipe", "synth-seg-cpu", "--data-root", str(root), "--output-dir", str(output_dir),
-            "--max-steps", str(steps), "--num-workers", str(workers), *sets]
+    return [
+        "--recipe",
+        "synth-seg-cpu",
+        "--data-root",
+        str(root),
+        "--output-dir",
+        str(output_dir),
+        "--max-steps",
+        str(steps),
+        "--num-workers",
+        str(workers),
+        *sets,
+    ]
 
 
 # --- recipes ------------------------------------------------------------------------------------------------------
@@ -107,8 +127,20 @@ def test_recipe_resolution_order_types_and_errors(tmp_path):
 
 
 def test_cli_resolves_flags_then_set_and_guards_existing_runs(tmp_path, capsys):
-    main(["train", "--recipe", "mfnet-seg", "--lr", "3e-4", "--set", "warmup_steps=10", "--max-steps", "99",
-          "--print-recipe"])
+    main(
+        [
+            "train",
+            "--recipe",
+            "mfnet-seg",
+            "--lr",
+            "3e-4",
+            "--set",
+            "warmup_steps=10",
+            "--max-steps",
+            "99",
+            "--print-recipe",
+        ]
+    )
     printed = json.loads(capsys.readouterr().out)
     assert (printed["learning_rate"], printed["warmup_steps"], printed["max_steps"]) == (3e-4, 10, 99)
 
@@ -130,8 +162,14 @@ def test_cli_resolves_flags_then_set_and_guards_existing_runs(tmp_path, capsys):
 
 
 def test_layer_decay_groups_follow_convmae():
-    names = ("pos_embed", "patch_embed4.weight", "blocks2.1.attn.weight", "blocks3.0.norm1.weight",
-             "blocks3.10.mlp.fc2.bias", "stage4.conv.weight")
+    names = (
+        "pos_embed",
+        "patch_embed4.weight",
+        "blocks2.1.attn.weight",
+        "blocks3.0.norm1.weight",
+        "blocks3.10.mlp.fc2.bias",
+        "stage4.conv.weight",
+    )
     assert [encoder_layer_id(n, 11) for n in names] == [0, 0, 0, 1, 11, 12]
     model = IVGFForSemanticSegmentation(get_config("tiny", num_labels=3))
     model.ivgf.visible_encoder.patch_embed1.proj.weight.requires_grad_(False)
@@ -199,7 +237,7 @@ def test_batches_are_sharded_seeded_and_resumable(synth):
 
 def test_build_model_from_foundation_checkpoints_or_a_saved_folder(tmp_path):
     fixture = load_file(REPO / "tests" / "fixtures" / "convmae_tiny_parity.safetensors")
-    visible = {k[len("state."):]: v for k, v in fixture.items() if k.startswith("state.")}
+    visible = {k[len("state.") :]: v for k, v in fixture.items() if k.startswith("state.")}
     torch.save({"model": visible}, tmp_path / "mcmae.pth")
     recipe = get_recipe("synth-seg-cpu", visible_checkpoint=str(tmp_path / "mcmae.pth"))
     model, processor, report = build_model(recipe, ["a", "b", "c"])
@@ -209,9 +247,7 @@ def test_build_model_from_foundation_checkpoints_or_a_saved_folder(tmp_path):
 
     model.save_pretrained(tmp_path / "saved")
     processor.save_pretrained(tmp_path / "saved")
-    detector, _, report = build_model(
-        get_recipe("synth-det-cpu", init_from=str(tmp_path / "saved")), ["People", "Car"]
-    )
+    detector, _, report = build_model(get_recipe("synth-det-cpu", init_from=str(tmp_path / "saved")), ["People", "Car"])
     assert type(detector).__name__ == "IVGFForObjectDetection" and detector.config.num_labels == 2
     assert torch.equal(detector.ivgf.visible_encoder.blocks3[1].mlp.fc2.weight, visible["blocks3.1.mlp.fc2.weight"])
     assert "missing keys:" in report and "roi_heads" in report  # the new head is listed, the encoders are not
@@ -221,7 +257,9 @@ def test_enet_class_weights_come_from_the_training_labels(synth):
     from ivgf_hf.data import load_mfnet
     from ivgf_hf.training.class_weights import class_weights_for, enet_class_weights, label_pixel_counts
 
-    assert enet_class_weights([90, 10, 0]) == pytest.approx([1 / math.log(1.92), 1 / math.log(1.12), 1 / math.log(1.02)])
+    assert enet_class_weights([90, 10, 0]) == pytest.approx(
+        [1 / math.log(1.92), 1 / math.log(1.12), 1 / math.log(1.02)]
+    )
     train_split = load_mfnet(synth, splits=["train"])["train"]
     counts = label_pixel_counts(train_split, 9)
     assert counts.sum() == 12 * 64 * 96 - sum((np.asarray(row["label"]) == 255).sum() for row in train_split)
@@ -244,8 +282,10 @@ def _wait_for(path: Path, process: subprocess.Popen, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
         if process.poll() is not None:
-            raise AssertionError(f"training exited with {process.returncode} before writing {path}:\n"
-                                 f"{process.stderr.read().decode()[-3000:]}")
+            raise AssertionError(
+                f"training exited with {process.returncode} before writing {path}:\n"
+                f"{process.stderr.read().decode()[-3000:]}"
+            )
         if time.monotonic() > deadline:
             process.kill()
             raise AssertionError(f"{path} did not appear within {timeout} s")
@@ -262,8 +302,9 @@ def test_sigkill_then_resume_ends_bit_identical_to_an_uninterrupted_run(synth, t
     assert reference.global_step == steps and reference.best_model is not None
 
     run = tmp_path / "killed"
-    process = subprocess.Popen(_cli(*_run_args(synth, run, steps, workers=1)), env=_env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        _cli(*_run_args(synth, run, steps, workers=1)), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     _wait_for(run / "checkpoints" / "step-00000002" / STATE_FILE, process, timeout=240)
     process.send_signal(signal.SIGKILL)
     assert process.wait(timeout=30) == -signal.SIGKILL
@@ -316,16 +357,34 @@ torch.save({"world": int(os.environ["WORLD_SIZE"]), "state": state}, Path(sys.ar
 
 def test_two_processes_with_gloo_keep_weights_in_sync(synth, tmp_path):
     steps, accumulation = 3, 2
-    recipe = get_recipe("synth-seg-cpu", data_root=str(synth), max_steps=steps, warmup_steps=2,
-                        gradient_accumulation_steps=accumulation, **{**RUN, "eval_every": 3})
+    recipe = get_recipe(
+        "synth-seg-cpu",
+        data_root=str(synth),
+        max_steps=steps,
+        warmup_steps=2,
+        gradient_accumulation_steps=accumulation,
+        **{**RUN, "eval_every": 3},
+    )
     recipe_file = recipe.save(tmp_path / "recipe_in.json")
     script = tmp_path / "run_rank.py"
     script.write_text(_RANK_SCRIPT)
     out = tmp_path / "ddp"
     launched = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
-         str(recipe_file), str(out)],
-        env=_env(), capture_output=True, text=True, timeout=400,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(script),
+            str(recipe_file),
+            str(out),
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert launched.returncode == 0, launched.stderr[-4000:]
     ranks = [torch.load(out / f"rank{r}.pt") for r in (0, 1)]
@@ -354,8 +413,15 @@ def test_two_processes_with_gloo_keep_weights_in_sync(synth, tmp_path):
 
 def test_detection_run_with_bf16_checkpointing_and_tensorboard(tmp_path, one_thread):
     root = generate_synthrgbt(tmp_path / "m3fd", "m3fd", num_train=4, num_test=2, height=64, width=96, seed=2)
-    recipe = get_recipe("synth-det-cpu", data_root=str(root), max_steps=2, mixed_precision="bf16",
-                        gradient_checkpointing=True, report_to=["tensorboard"], **RUN)
+    recipe = get_recipe(
+        "synth-det-cpu",
+        data_root=str(root),
+        max_steps=2,
+        mixed_precision="bf16",
+        gradient_checkpointing=True,
+        report_to=["tensorboard"],
+        **RUN,
+    )
     result = train(recipe, tmp_path / "run")
     assert any(getattr(module, "gradient_checkpointing", False) for module in result.model.modules())
     evaluation = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
@@ -438,8 +504,11 @@ def test_checkpoints_check_free_space_and_clean_up_a_failed_write(tmp_path, monk
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(checkpointing.shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 2**20, 2**20))
-    with pytest.raises(OSError, match=r"not enough disk space for the checkpoint of step 2 in .*checkpoints: about 10 "
-                                      r"MiB needed, 1 MiB free") as info:
+    with pytest.raises(
+        OSError,
+        match=r"not enough disk space for the checkpoint of step 2 in .*checkpoints: about 10 "
+        r"MiB needed, 1 MiB free",
+    ) as info:
         manager.save(_FakeAccelerator(written=100), TrainingProgress(global_step=2))
     assert info.value.errno == errno.ENOSPC
     assert sorted(p.name for p in manager.folder.iterdir()) == ["step-00000001"]
@@ -462,8 +531,11 @@ def test_checkpoints_check_free_space_and_clean_up_a_failed_write(tmp_path, monk
 def test_paired_init_gives_every_variant_of_a_seed_the_same_encoders_and_head():
     """synth-seg-cpu's paired_init: sum fusion, IVGF and a single-modality model of one seed start alike, and the
     caller's random state is untouched."""
-    variants = {"sum": {"use_fem": False, "use_tem": False, "use_agf": False}, "ivgf": {},
-                "visible": {"modalities": "visible"}}
+    variants = {
+        "sum": {"use_fem": False, "use_tem": False, "use_agf": False},
+        "ivgf": {},
+        "visible": {"modalities": "visible"},
+    }
     states, reports = {}, {}
     for name, overrides in variants.items():
         torch.manual_seed(123)

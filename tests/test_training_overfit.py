@@ -31,4 +31,6 @@ def test_tiny_segmentation_model_overfits_one_batch():
         losses.append(loss.item())
         if loss.item() <= 0.1 * losses[0]:
             break
-    assert losses[-1] <= 0.1 * losses[0], f"loss fell from {losses[0]:.3f} only to {losses[-1]:.3f} in {len(losses)} steps"
+    assert losses[-1] <= 0.1 * losses[0], (
+        f"loss fell from {losses[0]:.3f} only to {losses[-1]:.3f} in {len(losses)} steps"
+    )

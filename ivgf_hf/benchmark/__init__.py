@@ -23,7 +23,8 @@ The command line is ``ivgf benchmark`` (``ivgf_hf/commands/benchmark.py``); :fun
 
 Modules: ``settings`` (what a run measures), ``measure`` (clocks, peak memory, matmul throughput), ``profiling``
 (FLOPs, time split and op profile per module group), ``cases`` (one model phase, in this process or a fresh one),
-``agf`` (the AGF memory case), ``tensor_memory`` (tensor memory counted op by op), ``runner`` (a whole run), ``report`` (markdown and JSON) and ``plots``.
+``agf`` (the AGF memory case), ``tensor_memory`` (tensor memory counted op by op), ``runner`` (a whole run),
+``report`` (markdown and JSON) and ``plots``.
 """
 
 from .agf import NaiveAttentionFusion, measure_agf_case, naive_attention_estimate_bytes

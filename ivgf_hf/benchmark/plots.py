@@ -4,7 +4,6 @@ from pathlib import Path
 
 from .settings import AGF_IMPLEMENTATIONS, AGF_PASSES, MODULE_GROUPS
 
-
 PLOT_NAMES = ("memory", "time_split")
 
 
@@ -43,12 +42,19 @@ def plot_report(report: dict, prefix: Path, overwrite: bool = False) -> list:
             for pass_name in AGF_PASSES:
                 points = [r for r in measured if r["implementation"] == implementation and r["pass"] == pass_name]
                 if points:
-                    axis.plot([r["size"] for r in points], [r["peak_increase_bytes"] / 2**20 for r in points],
-                              marker="o", label=f"{implementation}, {pass_name}")
+                    axis.plot(
+                        [r["size"] for r in points],
+                        [r["peak_increase_bytes"] / 2**20 for r in points],
+                        marker="o",
+                        label=f"{implementation}, {pass_name}",
+                    )
         # Logarithmic above 1 MiB, linear below: tiny cases whose increase rounds to 0 still show.
         axis.set_yscale("symlog", linthresh=1.0)
-        axis.set(xlabel="input size (px, square)", ylabel="peak memory increase (MiB)",
-                 title=f"AGF at stride 4: SDPA vs naive attention\n{device}")
+        axis.set(
+            xlabel="input size (px, square)",
+            ylabel="peak memory increase (MiB)",
+            title=f"AGF at stride 4: SDPA vs naive attention\n{device}",
+        )
         axis.legend()
         axis.grid(alpha=0.3)
         save(figure, "memory")
@@ -64,9 +70,12 @@ def plot_report(report: dict, prefix: Path, overwrite: bool = False) -> list:
             left = [a + b for a, b in zip(left, shares)]
         s = report["settings"]
         clock = "CPU time" if all("time_split_cpu_s" in r["inference"] for r in rows) else "wall time"
-        axis.set(xlabel=f"share of the forward time (%, {clock})", xlim=(0, 100),
-                 title=f"Forward time by module: {s['preset']} {s['task']} {s['size']}px batch {s['batch']} "
-                       f"{s['dtype']}\n{device}")
+        axis.set(
+            xlabel=f"share of the forward time (%, {clock})",
+            xlim=(0, 100),
+            title=f"Forward time by module: {s['preset']} {s['task']} {s['size']}px batch {s['batch']} "
+            f"{s['dtype']}\n{device}",
+        )
         axis.invert_yaxis()
         axis.legend(ncol=len(groups), loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize="small")
         save(figure, "time_split")

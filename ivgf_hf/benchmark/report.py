@@ -154,8 +154,12 @@ def _graph_break_table(report: dict) -> list:
             text = f"{first_line} ({entry['location']})" if entry["location"] else first_line
             if text not in reasons:
                 reasons.append(text)
-        cells = [row["variant"], str(breaks["graph_count"]), str(breaks["graph_break_count"]),
-                 "; ".join(reasons).replace("|", "\\|") or "-"]
+        cells = [
+            row["variant"],
+            str(breaks["graph_count"]),
+            str(breaks["graph_break_count"]),
+            "; ".join(reasons).replace("|", "\\|") or "-",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -185,8 +189,10 @@ def _data_table(data: dict) -> list:
     """Pairs/s of decoding, decoding + augmenting and the DataLoader per task, or why the section is missing."""
     if "skipped" in data or "error" in data:
         return [f"data pipeline {'skipped' if 'skipped' in data else 'error'}: {data.get('skipped') or data['error']}"]
-    lines = ["| task | decode (pairs/s, 1 process) | decode + augment (pairs/s, 1 process) | DataLoader (pairs/s) |",
-             "|---|---:|---:|---:|"]
+    lines = [
+        "| task | decode (pairs/s, 1 process) | decode + augment (pairs/s, 1 process) | DataLoader (pairs/s) |",
+        "|---|---:|---:|---:|",
+    ]
     for task in TASKS:
         values = data.get(task)
         if values:
@@ -195,8 +201,10 @@ def _data_table(data: dict) -> list:
                 f"{values['decode_and_augment_pairs_per_s_1_process']:.1f} | {loader_rate(values):.1f} |"
             )
     workers = data["settings"]["workers"]
-    lines.append(f"\nDataLoader with {workers} worker(s), {data['settings']['height']}x{data['settings']['width']} "
-                 f"pairs cropped to {data['settings']['crop']}.")
+    lines.append(
+        f"\nDataLoader with {workers} worker(s), {data['settings']['height']}x{data['settings']['width']} "
+        f"pairs cropped to {data['settings']['crop']}."
+    )
     return lines
 
 
@@ -217,15 +225,22 @@ def _model_sections(report: dict) -> list:
         lines += ["", "### Training step (forward + backward + AdamW)", "", *_training_table(report)]
     if any(_counted_step(row) for row in report["models"]):
         lines += [
-            "", "### Training step tensor memory (MiB; storages created by aten ops, counted on any device)", "",
-            *_tensor_memory_table(report), "",
+            "",
+            "### Training step tensor memory (MiB; storages created by aten ops, counted on any device)",
+            "",
+            *_tensor_memory_table(report),
+            "",
             "Total peak = parameters + AdamW state + step peak: the tensor memory a device must hold for the step, "
             "without the allocator's rounding and fragmentation or kernel workspaces. Alive after forward: what "
             "the backward keeps (activations, autocast weight copies) and the loss.",
         ]
     if any("graph_breaks" in (row.get("inference") or {}) for row in report["models"]):
-        lines += ["", "### torch.compile graph breaks (inference forward, torch._dynamo.explain)", "",
-                  *_graph_break_table(report)]
+        lines += [
+            "",
+            "### torch.compile graph breaks (inference forward, torch._dynamo.explain)",
+            "",
+            *_graph_break_table(report),
+        ]
     if not any("inference" in row and "error" not in row["inference"] for row in report["models"]):
         return lines  # the by-module sections come from the inference phase
     return lines + [
@@ -262,8 +277,12 @@ def report_markdown(report: dict) -> str:
     if report["models"]:
         header += _model_sections(report)
     if report["agf_memory"]:
-        header += ["", "### AGF peak memory: SDPA vs naive attention (stride-4 fusion, batch 1)", "",
-                   agf_memory_markdown(report["agf_memory"])]
+        header += [
+            "",
+            "### AGF peak memory: SDPA vs naive attention (stride-4 fusion, batch 1)",
+            "",
+            agf_memory_markdown(report["agf_memory"]),
+        ]
     if "data_pipeline" in report:
         header += ["", "### Data pipeline", "", *_data_table(report["data_pipeline"])]
     return "\n".join(header) + "\n"

@@ -78,8 +78,15 @@ def _agf_cases(settings: BenchmarkSettings) -> list:
         for pass_name in settings.agf_passes:
             for size in settings.agf_sizes:
                 case = dict(
-                    kind="agf", implementation=implementation, size=size, stride=AGF_STRIDE, channels=channels,
-                    heads=heads, batch=1, device=settings.device, dtype=settings.dtype,
+                    kind="agf",
+                    implementation=implementation,
+                    size=size,
+                    stride=AGF_STRIDE,
+                    channels=channels,
+                    heads=heads,
+                    batch=1,
+                    device=settings.device,
+                    dtype=settings.dtype,
                 )
                 case["pass"] = pass_name
                 estimate = naive_attention_estimate_bytes((size // AGF_STRIDE) ** 2, 1, heads, pass_name, element_size)
@@ -97,9 +104,24 @@ def _data_pipeline(settings: BenchmarkSettings) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "data.json"
         command = [
-            sys.executable, str(DATA_SCRIPT), "--pairs", str(settings.data_pairs), "--height", str(height),
-            "--width", str(width), "--crop", str(settings.size), "--workers", str(settings.data_workers),
-            "--batch-size", str(settings.batch), "--epochs", "1", "--out", str(out),
+            sys.executable,
+            str(DATA_SCRIPT),
+            "--pairs",
+            str(settings.data_pairs),
+            "--height",
+            str(height),
+            "--width",
+            str(width),
+            "--crop",
+            str(settings.size),
+            "--workers",
+            str(settings.data_workers),
+            "--batch-size",
+            str(settings.batch),
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
         ]
         try:
             result = subprocess.run(command, capture_output=True, text=True, timeout=settings.timeout)

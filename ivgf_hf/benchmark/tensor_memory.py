@@ -37,9 +37,7 @@ class TensorMemoryTracker(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        inputs = {
-            _storage_key(t) for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor) and t.numel()
-        }
+        inputs = {_storage_key(t) for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor) and t.numel()}
         for tensor in tree_flatten(out)[0]:
             if isinstance(tensor, torch.Tensor) and tensor.numel() and _storage_key(tensor) not in inputs:
                 self._track(tensor.untyped_storage())
@@ -88,10 +86,10 @@ def training_step_tensor_memory(model: nn.Module, optimizer: torch.optim.Optimiz
     """Run one training step of ``model`` under a :class:`TensorMemoryTracker` and break down its tensor memory.
 
     ``forward()`` returns the loss (autocast, if any, applied inside). An optimizer without state gets it first
-    from a step on zero gradients (no forward). Returns bytes: ``parameters`` (with buffers), ``optimizer_state``, ``after_forward``
-    (alive when the forward returns: what the backward keeps, the loss, autocast's weight copies), ``gradients``
-    and ``step_peak`` (the most alive at once during the step), and ``total_peak`` = parameters + optimizer state
-    + step peak: the tensor memory the step needs.
+    from a step on zero gradients (no forward). Returns bytes: ``parameters`` (with buffers), ``optimizer_state``,
+    ``after_forward`` (alive when the forward returns: what the backward keeps, the loss, autocast's weight
+    copies), ``gradients`` and ``step_peak`` (the most alive at once during the step), and ``total_peak`` =
+    parameters + optimizer state + step peak: the tensor memory the step needs.
     """
     _create_optimizer_state(model, optimizer)
     optimizer.zero_grad(set_to_none=True)

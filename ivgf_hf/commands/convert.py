@@ -42,6 +42,9 @@ def register(commands) -> None:
     parser.add_argument("--num-channels", type=int, help="input channels (default: 3 visible, 1 infrared)")
     parser.add_argument("--out", required=True, help="output .safetensors file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    parser.add_argument("--ignore-origin", action="store_true",
-                        help="convert a checkpoint that says it is of the other modality (the encoders are identical)")
+    parser.add_argument(
+        "--ignore-origin",
+        action="store_true",
+        help="convert a checkpoint that says it is of the other modality (the encoders are identical)",
+    )
     parser.set_defaults(handler=_convert)

@@ -26,7 +26,8 @@ def parse_scales(text: str) -> list:
 def add_inference_arguments(parser) -> None:
     """The segmentation inference options shared by ``ivgf eval`` and ``ivgf predict``."""
     parser.add_argument(
-        "--sliding-window", metavar="CROP,STRIDE",
+        "--sliding-window",
+        metavar="CROP,STRIDE",
         help="segmentation: sliding-window inference with square windows of CROP pixels every STRIDE pixels "
         "(e.g. 512,341); default whole-image inference",
     )
@@ -63,10 +64,16 @@ def _paired(root: Path, split: str, class_names: list, task: str):
             f"<root>/infrared and <root>/{target}"
         )
     if task == "segmentation":
-        return load_paired_folder(folders["visible"], folders["infrared"], labels_dir=folders["labels"], split=split,
-                                  class_names=class_names)
-    return load_paired_folder(folders["visible"], folders["infrared"], annotations_dir=folders["annotations"],
-                              split=split, class_names=class_names)
+        return load_paired_folder(
+            folders["visible"], folders["infrared"], labels_dir=folders["labels"], split=split, class_names=class_names
+        )
+    return load_paired_folder(
+        folders["visible"],
+        folders["infrared"],
+        annotations_dir=folders["annotations"],
+        split=split,
+        class_names=class_names,
+    )
 
 
 def _load_split(args, class_names: list, task: str):
@@ -121,9 +128,17 @@ def _eval(args) -> int:
     except (OSError, ValueError) as error:  # layout errors, broken samples, bad split lists: name the problem
         raise SystemExit(f"ivgf eval: {error}") from None
     result = evaluate_model(
-        model, dataset, task=task, processor=processor, batch_size=args.batch_size, protocols=protocols,
-        max_samples=args.max_samples, accelerator=accelerator, sliding_window=args.sliding_window,
-        tta_flip=args.tta_flip, tta_scales=parse_scales(args.tta_scales),
+        model,
+        dataset,
+        task=task,
+        processor=processor,
+        batch_size=args.batch_size,
+        protocols=protocols,
+        max_samples=args.max_samples,
+        accelerator=accelerator,
+        sliding_window=args.sliding_window,
+        tta_flip=args.tta_flip,
+        tta_scales=parse_scales(args.tta_scales),
     )
     if accelerator is not None and not accelerator.is_main_process:
         return 0
@@ -145,14 +160,16 @@ def register(commands) -> None:
     parser.add_argument("--model", required=True, help="model folder or Hub id")
     parser.add_argument("--dataset", required=True, choices=DATASETS)
     parser.add_argument(
-        "--data-root", required=True,
+        "--data-root",
+        required=True,
         help="data set folder (paired: a folder with visible/, infrared/ and labels/ or annotations/)",
     )
     parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
     parser.add_argument("--split-file", help="m3fd: list of the split's names (default: a seeded split)")
     parser.add_argument("--seed", type=int, default=0, help="m3fd: seed of the default split")
     parser.add_argument(
-        "--protocols", default="none",
+        "--protocols",
+        default="none",
         help="comma-separated missing-modality protocols: none, visible_missing, infrared_missing (default: none)",
     )
     add_inference_arguments(parser)

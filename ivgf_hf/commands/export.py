@@ -34,8 +34,10 @@ def _export(args) -> int:
         result = export_onnx(model, out, part=args.part, opset=args.opset, example_size=_size(args.example_size))
     except ValueError as error:
         raise SystemExit(f"ivgf export: {error}") from None
-    print(f"wrote {result.path} ({result.task}, part {result.part!r}, opset {result.opset}); inputs "
-          f"{', '.join(result.input_names)}; outputs {', '.join(result.output_names)}")
+    print(
+        f"wrote {result.path} ({result.task}, part {result.part!r}, opset {result.opset}); inputs "
+        f"{', '.join(result.input_names)}; outputs {', '.join(result.output_names)}"
+    )
     batch_size = args.check_batch_size
     if result.part == "detections" and sizes:
         size = _size(args.example_size)
@@ -71,16 +73,32 @@ def register(commands) -> None:
     parser.add_argument("--model", required=True, help="saved model folder (save_pretrained, ivgf train / quickstart)")
     parser.add_argument("--out", required=True, help="file to write, e.g. model.onnx")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    parser.add_argument("--part", choices=("auto", "logits", "detections", "features"), default="auto",
-                        help="auto: segmentation logits, detection detections (default: auto)")
+    parser.add_argument(
+        "--part",
+        choices=("auto", "logits", "detections", "features"),
+        default="auto",
+        help="auto: segmentation logits, detection detections (default: auto)",
+    )
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18)")
-    parser.add_argument("--example-size", default="96x128", metavar="HxW",
-                        help="size of the traced example: multiples of 32; dynamic parts: at least 96, not square; "
-                        "detections: the fixed input size of the graph (default: 96x128)")
-    parser.add_argument("--check-sizes", default="64x64,96x128", metavar="HxW,...",
-                        help="input sizes of the onnxruntime parity check; empty to skip (default: 64x64,96x128)")
+    parser.add_argument(
+        "--example-size",
+        default="96x128",
+        metavar="HxW",
+        help="size of the traced example: multiples of 32; dynamic parts: at least 96, not square; "
+        "detections: the fixed input size of the graph (default: 96x128)",
+    )
+    parser.add_argument(
+        "--check-sizes",
+        default="64x64,96x128",
+        metavar="HxW,...",
+        help="input sizes of the onnxruntime parity check; empty to skip (default: 64x64,96x128)",
+    )
     parser.add_argument("--check-batch-size", type=int, default=1, help="batch of the parity check (default: 1)")
-    parser.add_argument("--tolerance", type=float, default=1e-3,
-                        help="largest accepted abs difference; exit status 1 above it (default: 1e-3)")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-3,
+        help="largest accepted abs difference; exit status 1 above it (default: 1e-3)",
+    )
     add_threads_argument(parser)
     parser.set_defaults(handler=_export)

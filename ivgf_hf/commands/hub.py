@@ -39,8 +39,9 @@ def _card_for_push(args, export) -> tuple:
         if export.task is None:
             return None, {}, "none (no card template for a base model)"
     elif export.task is None:
-        raise ValueError(f"model cards exist for segmentation and detection models; {export.path} holds "
-                         f"{export.model_class}")
+        raise ValueError(
+            f"model cards exist for segmentation and detection models; {export.path} holds {export.model_class}"
+        )
     links, extra = _plots_for_card(args.plot, export.path)
     card = render_model_card(
         export.task,
@@ -81,8 +82,10 @@ def _push(args) -> int:
         raise SystemExit(f"ivgf push: {error}") from error
     target = f"{result.repo_id} ({'pull request on ' if result.create_pr else ''}{result.revision or 'main'})"
     if result.dry_run:
-        print(f"ivgf push --dry-run: the folder passed its checks; nothing was uploaded. A push would send "
-              f"{len(result.files)} files to {target}:")
+        print(
+            f"ivgf push --dry-run: the folder passed its checks; nothing was uploaded. A push would send "
+            f"{len(result.files)} files to {target}:"
+        )
     else:
         print(f"pushed {len(result.files)} files to {target}:")
     for name in result.files:
@@ -107,7 +110,7 @@ def _parse_id2label(value: str) -> dict:
     if isinstance(data, list):
         data = dict(enumerate(data))
     if not isinstance(data, dict) or not data:
-        raise SystemExit("ivgf init-checkpoint: --id2label must be a JSON object {\"0\": name, ...} or a list of names")
+        raise SystemExit('ivgf init-checkpoint: --id2label must be a JSON object {"0": name, ...} or a list of names')
     try:
         labels = {int(key): str(name) for key, name in data.items()}
     except ValueError as error:
@@ -167,7 +170,8 @@ def _init_checkpoint(args) -> int:
     if labels is not None and args.num_labels is not None and args.num_labels != len(labels):
         raise SystemExit(f"ivgf init-checkpoint: --num-labels {args.num_labels} but --id2label has {len(labels)} names")
     label_settings = (
-        {"id2label": labels, "label2id": {name: i for i, name in labels.items()}} if labels
+        {"id2label": labels, "label2id": {name: i for i, name in labels.items()}}
+        if labels
         else {"num_labels": args.num_labels}
     )
     try:
@@ -207,20 +211,25 @@ def _register_push(commands) -> None:
     parser.add_argument("repo_id", help="namespace/name of the Hub model repo (created if absent)")
     parser.add_argument("--revision", help="branch (created from main if absent) or refs/pr/N to commit to")
     parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
-    parser.add_argument("--private", action="store_true", help="create the repo as private (an existing repo keeps "
-                        "its visibility)")
+    parser.add_argument(
+        "--private", action="store_true", help="create the repo as private (an existing repo keeps its visibility)"
+    )
     parser.add_argument("--token", help="Hugging Face token (default: HF_TOKEN or the token of `hf auth login`)")
     parser.add_argument("--commit-message", help="default: 'Upload <model class> with ivgf-hf <version>'")
     parser.add_argument("--dry-run", action="store_true", help="run every check and list the files; upload nothing")
     card = parser.add_argument_group(
-        "model card", "Any of these renders README.md from model_cards/ for the upload (the folder's own README.md "
-        "is then not sent); without them the folder's README.md is sent, or a card without results is rendered."
+        "model card",
+        "Any of these renders README.md from model_cards/ for the upload (the folder's own README.md "
+        "is then not sent); without them the folder's README.md is sent, or a card without results is rendered.",
     )
     card.add_argument("--metrics", help="evaluation JSON (ivgf eval output, or a bare metrics dict)")
     card.add_argument("--recipe", help="training settings, a JSON or YAML file")
     card.add_argument("--split", help="the evaluation split, e.g. 'MFNet test (393 images)'")
-    card.add_argument("--plot", action="append", help="image to show under the metrics (repeatable); uploaded to "
-                      "plots/ unless it is inside the folder")
+    card.add_argument(
+        "--plot",
+        action="append",
+        help="image to show under the metrics (repeatable); uploaded to plots/ unless it is inside the folder",
+    )
     card.add_argument("--dataset", action="append", help="Hub dataset id for the card metadata (repeatable)")
     card.add_argument("--base-model", help="Hub model id the checkpoint was fine-tuned from")
     card.add_argument("--summary", help="a paragraph under the card's title")
@@ -240,9 +249,13 @@ def _register_init_checkpoint(commands) -> None:
     parser.add_argument("--preset", default="base", help="configuration preset (default: base)")
     parser.add_argument("--task", choices=TASK_CHOICES, required=True)
     parser.add_argument("--num-labels", type=int, help="number of classes (or give --id2label)")
-    parser.add_argument("--id2label", help="class names: JSON {\"0\": \"car\", ...} or [\"car\", ...], or a JSON file")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
-                        help="override a configuration field (repeatable; VALUE is JSON, e.g. drop_path_rate=0.1)")
+    parser.add_argument("--id2label", help='class names: JSON {"0": "car", ...} or ["car", ...], or a JSON file')
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a configuration field (repeatable; VALUE is JSON, e.g. drop_path_rate=0.1)",
+    )
     parser.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--no-check", action="store_true", help="skip the fresh-process remote-code reload")

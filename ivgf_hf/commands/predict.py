@@ -139,8 +139,20 @@ def output_paths(out_dir, name: str, task: str) -> list:
     return [out / f"{name}_boxes.png"]
 
 
-def predict_pairs(model, processor, pairs, out_dir, *, task, overwrite=False, threshold=0.5, sliding_window=None,
-                  tta_flip=False, tta_scales=(1.0,), progress=True) -> list:
+def predict_pairs(
+    model,
+    processor,
+    pairs,
+    out_dir,
+    *,
+    task,
+    overwrite=False,
+    threshold=0.5,
+    sliding_window=None,
+    tta_flip=False,
+    tta_scales=(1.0,),
+    progress=True,
+) -> list:
     """Predict every pair and write its PNGs (see :func:`output_paths`); returns the written paths.
 
     Inputs and output paths are all checked before the first prediction.
@@ -165,14 +177,22 @@ def predict_pairs(model, processor, pairs, out_dir, *, task, overwrite=False, th
         visible, infrared = read_pair(pair)
         paths = output_paths(out_dir, pair.name, task)
         if task == "segmentation":
-            mask = segment(model, processor, visible, infrared, sliding_window=sliding_window, tta_flip=tta_flip,
-                           tta_scales=tta_scales).numpy()
+            mask = segment(
+                model,
+                processor,
+                visible,
+                infrared,
+                sliding_window=sliding_window,
+                tta_flip=tta_flip,
+                tta_scales=tta_scales,
+            ).numpy()
             written.append(save_png(colorize(mask, palette), paths[0], overwrite))
             written.append(save_png(overlay(visible, mask, palette, transparent_ids=transparent), paths[1], overwrite))
         else:
             result = detect(model, processor, visible, infrared, threshold=threshold)
-            picture = draw_detections(visible, result["boxes"], result["labels"], result["scores"], class_names,
-                                      palette)
+            picture = draw_detections(
+                visible, result["boxes"], result["labels"], result["scores"], class_names, palette
+            )
             written.append(save_png(picture, paths[0], overwrite))
     return written
 
@@ -181,8 +201,9 @@ def _predict(args) -> int:
     from ..inference import load_model_and_processor, model_task
 
     try:
-        pairs = collect_pairs(args.visible, args.infrared, args.visible_dir, args.infrared_dir, args.rgbt,
-                              args.rgbt_dir)
+        pairs = collect_pairs(
+            args.visible, args.infrared, args.visible_dir, args.infrared_dir, args.rgbt, args.rgbt_dir
+        )
         try:
             model, processor = load_model_and_processor(args.model, device=args.device)
         except (OSError, ValueError) as error:
@@ -191,8 +212,16 @@ def _predict(args) -> int:
         if task == "detection" and (args.sliding_window or args.tta_flip or parse_scales(args.tta_scales) != [1.0]):
             raise PredictInputError("--sliding-window, --tta-flip and --tta-scales apply to segmentation models only")
         written = predict_pairs(
-            model, processor, pairs, args.out, task=task, overwrite=args.overwrite, threshold=args.threshold,
-            sliding_window=args.sliding_window, tta_flip=args.tta_flip, tta_scales=parse_scales(args.tta_scales),
+            model,
+            processor,
+            pairs,
+            args.out,
+            task=task,
+            overwrite=args.overwrite,
+            threshold=args.threshold,
+            sliding_window=args.sliding_window,
+            tta_flip=args.tta_flip,
+            tta_scales=parse_scales(args.tta_scales),
         )
     except PredictInputError as error:
         raise SystemExit(f"ivgf predict: {error}") from None

@@ -101,8 +101,13 @@ def register(commands) -> None:
     )
     parser.add_argument("--recipe", help="named recipe (see --list-recipes)")
     parser.add_argument("--config", help="YAML or JSON file of recipe keys (e.g. a saved recipe.json)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any recipe key; dict keys as model_overrides.NAME=VALUE (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any recipe key; dict keys as model_overrides.NAME=VALUE (repeatable)",
+    )
     parser.add_argument("--dataset", choices=["mfnet", "msrs", "m3fd", "synthrgbt"])
     parser.add_argument("--data-root", help="data set folder (SynthRGBT: a folder written by generate_synthrgbt)")
     parser.add_argument("--output-dir", help="run folder (checkpoints, logs, final_model/, best_model/)")
@@ -126,8 +131,13 @@ def register(commands) -> None:
     flags.add_argument("--log-every", type=int, help="logging interval (optimizer steps)")
     flags.add_argument("--keep-last", type=int, help="checkpoints kept (plus the best one)")
     flags.add_argument("--report-to", nargs="+", help="trackers, e.g. tensorboard")
-    flags.add_argument("--no-export-check", dest="export_check", action="store_const", const=False,
-                       help="skip reloading final_model/ as remote code in a fresh process")
+    flags.add_argument(
+        "--no-export-check",
+        dest="export_check",
+        action="store_const",
+        const=False,
+        help="skip reloading final_model/ as remote code in a fresh process",
+    )
     parser.add_argument("--list-recipes", action="store_true", help="print the named recipes and exit")
     parser.add_argument("--print-recipe", action="store_true", help="print the resolved recipe as JSON and exit")
     add_threads_argument(parser)

@@ -26,7 +26,6 @@ from ..modeling.modeling_ivgf import LUMA_WEIGHTS
 __all__ = ["CutoutMixConfig", "CutoutMix", "CutoutMixMasks", "LUMA_WEIGHTS"]
 
 
-
 @dataclass
 class CutoutMixConfig:
     """Probabilities and size ranges of cutout&mix (the paper gives none; these defaults are this project's).

@@ -88,8 +88,13 @@ def _read_names(path, problems):
         try:
             name = raw.decode("utf-8").strip()
         except UnicodeDecodeError as error:
-            problems.append(SkippedSample(str(path), f"line {number} is not UTF-8 text ({error.reason} at byte "
-                                                     f"{error.start}: {raw[error.start:error.start + 4]!r})"))
+            problems.append(
+                SkippedSample(
+                    str(path),
+                    f"line {number} is not UTF-8 text ({error.reason} at byte "
+                    f"{error.start}: {raw[error.start : error.start + 4]!r})",
+                )
+            )
             continue
         if name:
             names.append(name[: -len(Path(name).suffix)] if Path(name).suffix.lower() in IMAGE_EXTENSIONS else name)
@@ -106,8 +111,13 @@ def _first_dir(root, candidates):
     return next((root / name for name in candidates if (root / name).is_dir()), None)
 
 
-_FIELD_WORDS = {"packed": "RGB+T image", "visible": "visible", "infrared": "infrared", "label": "label",
-                "annotation": "annotation"}
+_FIELD_WORDS = {
+    "packed": "RGB+T image",
+    "visible": "visible",
+    "infrared": "infrared",
+    "label": "label",
+    "annotation": "annotation",
+}
 
 
 def _pair(names, modalities, ambiguous=()):
@@ -262,9 +272,7 @@ def _write_split_lists(lists, out_dir, root, seed):
         path = out_dir / f"m3fd_seed{seed}_{split}.txt"
         text = "".join(f"{name}\n" for name in names)
         if path.exists() and path.read_text() != text:
-            raise FileExistsError(
-                f"{path} exists with a different split; delete it or pass another split_out folder"
-            )
+            raise FileExistsError(f"{path} exists with a different split; delete it or pass another split_out folder")
         path.write_text(text)
         written[split] = str(path)
     return written

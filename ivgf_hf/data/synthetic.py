@@ -50,8 +50,16 @@ def synth_scene(
     """
     rng = np.random.default_rng([int(seed), int(index)])
     impairment_rng = np.random.default_rng([int(seed), int(index), 1])
-    return render_scene(rng, height, width, night, task=task, misregistration_px=misregistration_px,
-                        impairments=impairments, impairment_rng=impairment_rng)
+    return render_scene(
+        rng,
+        height,
+        width,
+        night,
+        task=task,
+        misregistration_px=misregistration_px,
+        impairments=impairments,
+        impairment_rng=impairment_rng,
+    )
 
 
 def _night_flags(seed, split, count, night_fraction):
@@ -261,8 +269,7 @@ def load_synthrgbt_detection(root, check="header"):
     if missing:
         raise FileNotFoundError(f"{root} is not SynthRGBT's M3FD layout: missing {', '.join(missing)}")
     data = load_m3fd(root, split_files={split: lists[split] for split in ("train", "test")}, check=check)
-    condition = {name: lighting for lighting in ("day", "night")
-                 for name in lists[lighting].read_text().split()}
+    condition = {name: lighting for lighting in ("day", "night") for name in lists[lighting].read_text().split()}
     for split, dataset in data.items():
         values = [condition.get(name, "unknown") for name in dataset["name"]]
         data[split] = dataset.remove_columns("condition").add_column("condition", values, feature=Value("string"))

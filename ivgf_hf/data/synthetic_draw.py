@@ -180,13 +180,28 @@ def draw_person(canvas, rng, bottom, cx, height_px, label, instance):
     top = bottom - h
     for leg in (-1, 1):
         foot = cx + leg * (0.07 * h) + leg * stride * 0.5
-        canvas.paint(segment(top + 0.52 * h, cx + leg * 0.06 * h, bottom, foot, 0.055 * h), trousers,
-                     rng.uniform(0.72, 0.8), label, instance)
-    canvas.paint(rect(top + 0.16 * h, cx - 0.15 * h, top + 0.56 * h, cx + 0.15 * h), shirt,
-                 rng.uniform(0.78, 0.86), label, instance)
+        canvas.paint(
+            segment(top + 0.52 * h, cx + leg * 0.06 * h, bottom, foot, 0.055 * h),
+            trousers,
+            rng.uniform(0.72, 0.8),
+            label,
+            instance,
+        )
+    canvas.paint(
+        rect(top + 0.16 * h, cx - 0.15 * h, top + 0.56 * h, cx + 0.15 * h),
+        shirt,
+        rng.uniform(0.78, 0.86),
+        label,
+        instance,
+    )
     for arm in (-1, 1):
-        canvas.paint(segment(top + 0.2 * h, cx + arm * 0.15 * h, top + 0.5 * h, cx + arm * 0.2 * h, 0.04 * h),
-                     shirt, 0.8, label, instance)
+        canvas.paint(
+            segment(top + 0.2 * h, cx + arm * 0.15 * h, top + 0.5 * h, cx + arm * 0.2 * h, 0.04 * h),
+            shirt,
+            0.8,
+            label,
+            instance,
+        )
     canvas.paint(ellipse(top + 0.09 * h, cx, 0.085 * h, 0.07 * h), skin, rng.uniform(0.9, 0.98), label, instance)
 
 
@@ -198,15 +213,26 @@ def draw_car(canvas, rng, bottom, cx, height_px, label, instance, night):
     body_t = rng.uniform(0.55, 0.65)
     left, top = cx - w / 2, bottom - h
     canvas.paint(rect(top + 0.4 * h, left, bottom - 0.12 * h, left + w), paint, body_t, label, instance)
-    canvas.paint(rect(top, left + 0.16 * w, top + 0.42 * h, left + 0.84 * w), paint * 0.9, body_t, label,
-                 instance)
-    canvas.paint(rect(top + 0.08 * h, left + 0.22 * w, top + 0.38 * h, left + 0.78 * w), (0.15, 0.2, 0.28), 0.3,
-                 label, instance, night_gain=0.05)
-    canvas.paint(rect(bottom - 0.3 * h, left + 0.05 * w, bottom - 0.12 * h, left + 0.95 * w), paint * 0.8, 0.72,
-                 label, instance)
+    canvas.paint(rect(top, left + 0.16 * w, top + 0.42 * h, left + 0.84 * w), paint * 0.9, body_t, label, instance)
+    canvas.paint(
+        rect(top + 0.08 * h, left + 0.22 * w, top + 0.38 * h, left + 0.78 * w),
+        (0.15, 0.2, 0.28),
+        0.3,
+        label,
+        instance,
+        night_gain=0.05,
+    )
+    canvas.paint(
+        rect(bottom - 0.3 * h, left + 0.05 * w, bottom - 0.12 * h, left + 0.95 * w), paint * 0.8, 0.72, label, instance
+    )
     for wx in (0.2, 0.8):
-        canvas.paint(ellipse(bottom - 0.13 * h, left + wx * w, 0.14 * h, 0.09 * w), (0.06, 0.06, 0.06),
-                     rng.uniform(0.8, 0.88), label, instance)
+        canvas.paint(
+            ellipse(bottom - 0.13 * h, left + wx * w, 0.14 * h, 0.09 * w),
+            (0.06, 0.06, 0.06),
+            rng.uniform(0.8, 0.88),
+            label,
+            instance,
+        )
     for lx in (0.1, 0.9):
         light = rect(top + 0.5 * h, left + (lx - 0.06) * w, top + 0.62 * h, left + (lx + 0.06) * w)
         canvas.paint(light, (0.9, 0.15, 0.1), 0.7, label, instance, night_gain=0.6)
@@ -222,8 +248,13 @@ def draw_bike(canvas, rng, bottom, cx, height_px, label, instance, motor=False):
     frame = _PAINT_COLOURS[rng.integers(len(_PAINT_COLOURS))]
     tyre_t = rng.uniform(0.62, 0.72)
     for wx in (-1, 1):
-        canvas.paint(ring(bottom - r, cx + wx * half_base, r, r * (0.55 if motor else 0.75)), (0.08, 0.08, 0.08),
-                     tyre_t, label, instance)
+        canvas.paint(
+            ring(bottom - r, cx + wx * half_base, r, r * (0.55 if motor else 0.75)),
+            (0.08, 0.08, 0.08),
+            tyre_t,
+            label,
+            instance,
+        )
     top = bottom - h
     thick = (0.09 if motor else 0.04) * h
     for ya, xa, yb, xb in (
@@ -241,10 +272,16 @@ def draw_cone(canvas, rng, bottom, cx, height_px, road_temperature):
     """An orange traffic cone with a white band; at the road's temperature in the infrared."""
     h = height_px
     t = road_temperature + rng.uniform(-0.006, 0.006)
-    canvas.paint(rect(bottom - 0.12 * h, cx - 0.42 * h, bottom, cx + 0.42 * h), (0.15, 0.15, 0.15), t,
-                 SEG["color_cone"], night_gain=0.2)
-    canvas.paint(triangle(bottom - h, cx, bottom - 0.1 * h, 0.32 * h), _CONE_ORANGE, t, SEG["color_cone"],
-                 night_gain=0.5)
+    canvas.paint(
+        rect(bottom - 0.12 * h, cx - 0.42 * h, bottom, cx + 0.42 * h),
+        (0.15, 0.15, 0.15),
+        t,
+        SEG["color_cone"],
+        night_gain=0.2,
+    )
+    canvas.paint(
+        triangle(bottom - h, cx, bottom - 0.1 * h, 0.32 * h), _CONE_ORANGE, t, SEG["color_cone"], night_gain=0.5
+    )
     band = _intersect(
         triangle(bottom - h, cx, bottom - 0.1 * h, 0.32 * h),
         rect(bottom - 0.6 * h, cx - 0.2 * h, bottom - 0.45 * h, cx + 0.2 * h),
@@ -280,8 +317,13 @@ def draw_car_stop(canvas, rng, bottom, cx, width_px, road_temperature):
     """A low parking block, yellow or concrete; at the road's temperature in the infrared."""
     w = width_px
     colour = _YELLOW if rng.random() < 0.6 else (0.85, 0.84, 0.8)
-    canvas.paint(rect(bottom - 0.28 * w, cx - w / 2, bottom, cx + w / 2), colour, road_temperature - 0.008,
-                 SEG["car_stop"], night_gain=0.3)
+    canvas.paint(
+        rect(bottom - 0.28 * w, cx - w / 2, bottom, cx + w / 2),
+        colour,
+        road_temperature - 0.008,
+        SEG["car_stop"],
+        night_gain=0.3,
+    )
 
 
 def draw_bus(canvas, rng, bottom, cx, height_px, instance, night, truck=False):
@@ -294,17 +336,29 @@ def draw_bus(canvas, rng, bottom, cx, height_px, instance, night, truck=False):
         cab_w = 0.32 * w
         canvas.paint(rect(top, left + cab_w, bottom - 0.12 * h, left + w), paint * 0.9 + 0.1, 0.46, None, instance)
         canvas.paint(rect(top + 0.3 * h, left, bottom - 0.12 * h, left + cab_w), paint, 0.72, None, instance)
-        canvas.paint(rect(top + 0.36 * h, left + 0.1 * cab_w, top + 0.55 * h, left + 0.9 * cab_w),
-                     (0.15, 0.2, 0.28), 0.3, None, instance)
+        canvas.paint(
+            rect(top + 0.36 * h, left + 0.1 * cab_w, top + 0.55 * h, left + 0.9 * cab_w),
+            (0.15, 0.2, 0.28),
+            0.3,
+            None,
+            instance,
+        )
     else:
         canvas.paint(rect(top, left, bottom - 0.1 * h, left + w), paint, 0.6, None, instance)
-        canvas.paint(rect(top + 0.15 * h, left + 0.05 * w, top + 0.45 * h, left + 0.95 * w), (0.15, 0.2, 0.28),
-                     0.34, None, instance)
-        canvas.paint(rect(top + 0.55 * h, left + 0.85 * w, bottom - 0.15 * h, left + w), paint * 0.8, 0.85, None,
-                     instance)
+        canvas.paint(
+            rect(top + 0.15 * h, left + 0.05 * w, top + 0.45 * h, left + 0.95 * w),
+            (0.15, 0.2, 0.28),
+            0.34,
+            None,
+            instance,
+        )
+        canvas.paint(
+            rect(top + 0.55 * h, left + 0.85 * w, bottom - 0.15 * h, left + w), paint * 0.8, 0.85, None, instance
+        )
     for wx in (0.15, 0.85):
-        canvas.paint(ellipse(bottom - 0.1 * h, left + wx * w, 0.1 * h, 0.05 * w), (0.06, 0.06, 0.06), 0.84, None,
-                     instance)
+        canvas.paint(
+            ellipse(bottom - 0.1 * h, left + wx * w, 0.1 * h, 0.05 * w), (0.06, 0.06, 0.06), 0.84, None, instance
+        )
     if night:
         canvas.lights.append((bottom - 0.25 * h, left + 0.05 * w, 0.2 * h + 1, 0.8, (1.0, 0.9, 0.7)))
 
@@ -313,10 +367,12 @@ def draw_lamp(canvas, rng, bottom, cx, height_px, instance, night):
     """A street lamp: thin pole, arm and a hot head that glows at night."""
     h = height_px
     side = 1 if rng.random() < 0.5 else -1
-    canvas.paint(rect(bottom - h, cx - 0.015 * h - 0.5, bottom, cx + 0.015 * h + 0.5), (0.3, 0.3, 0.32), 0.32,
-                 None, instance)
-    canvas.paint(segment(bottom - h, cx, bottom - h, cx + side * 0.18 * h, 0.012 * h), (0.3, 0.3, 0.32), 0.32,
-                 None, instance)
+    canvas.paint(
+        rect(bottom - h, cx - 0.015 * h - 0.5, bottom, cx + 0.015 * h + 0.5), (0.3, 0.3, 0.32), 0.32, None, instance
+    )
+    canvas.paint(
+        segment(bottom - h, cx, bottom - h, cx + side * 0.18 * h, 0.012 * h), (0.3, 0.3, 0.32), 0.32, None, instance
+    )
     head = ellipse(bottom - h + 0.02 * h, cx + side * 0.18 * h, 0.025 * h + 0.5, 0.06 * h + 0.5)
     canvas.paint(head, (0.95, 0.92, 0.75), 0.88, None, instance, night_gain=1.0)
     if night:

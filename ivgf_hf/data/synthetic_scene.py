@@ -34,9 +34,9 @@ from .synthetic_draw import (
     Canvas,
     draw_bike,
     draw_bump,
+    draw_bus,
     draw_car,
     draw_car_stop,
-    draw_bus,
     draw_cone,
     draw_lamp,
     draw_person,
@@ -236,8 +236,16 @@ def _objects_for_segmentation(rng, canvas, road, road_t, night):
         bike = canvas.new_instance()
         items.append((row, partial(draw_bike, canvas, rng, row, x, 0.25 * height * s, SEG["bike"], bike)))
         if rng.random() < 0.5:  # a rider, drawn after (over) the bike: items of one row keep their order
-            rider = partial(draw_person, canvas, rng, row - 0.15 * height * s, x, 0.38 * height * s, SEG["person"],
-                            canvas.new_instance())
+            rider = partial(
+                draw_person,
+                canvas,
+                rng,
+                row - 0.15 * height * s,
+                x,
+                0.38 * height * s,
+                SEG["person"],
+                canvas.new_instance(),
+            )
             items.append((row, rider))
     if rng.random() < 0.7:  # a line of cones receding from the camera
         s0, x_frac = rng.uniform(0.15, 0.9), rng.uniform(0.1, 0.9)

@@ -217,8 +217,19 @@ def evaluate_model(
             for start in _progress(range(0, len(indices), batch_size), rank, task):
                 batch = indices[start : start + batch_size]
                 _evaluate_batch(
-                    model, processor, dataset, batch, conditions, groups, task, protocols, window, tta_flip, scales,
-                    accumulator, device,
+                    model,
+                    processor,
+                    dataset,
+                    batch,
+                    conditions,
+                    groups,
+                    task,
+                    protocols,
+                    window,
+                    tta_flip,
+                    scales,
+                    accumulator,
+                    device,
                 )
         results = accumulator.compute()
     finally:
@@ -255,8 +266,9 @@ def _progress(iterable, rank: int, task: str):
     return tqdm(iterable, desc=f"evaluating ({task})", unit="batch", disable=rank != 0, leave=False)
 
 
-def _evaluate_batch(model, processor, dataset, batch, conditions, groups, task, protocols, window, tta_flip, scales,
-                    accumulator, device) -> None:
+def _evaluate_batch(
+    model, processor, dataset, batch, conditions, groups, task, protocols, window, tta_flip, scales, accumulator, device
+) -> None:
     rows = [dataset[index] for index in batch]
     visibles = [as_rgb_array(row["visible"], f"sample {index} visible") for row, index in zip(rows, batch)]
     infrareds = [as_grey_array(row["infrared"], f"sample {index} infrared") for row, index in zip(rows, batch)]
@@ -278,8 +290,13 @@ def _evaluate_batch(model, processor, dataset, batch, conditions, groups, task, 
         inputs = prepare_inputs(processor, [p[0] for p in pairs], [p[1] for p in pairs], device)
         if task == "segmentation":
             probabilities = segmentation_probabilities(
-                model, inputs["pixel_values"], inputs["pixel_values_ir"], sliding_window=window, tta_flip=tta_flip,
-                tta_scales=scales, size_divisor=getattr(processor, "size_divisor", 32),
+                model,
+                inputs["pixel_values"],
+                inputs["pixel_values_ir"],
+                sliding_window=window,
+                tta_flip=tta_flip,
+                tta_scales=scales,
+                size_divisor=getattr(processor, "size_divisor", 32),
             )
             predictions = processor.post_process_semantic_segmentation(probabilities, target_sizes=sizes)
         else:
@@ -355,11 +372,22 @@ def write_evaluation_report(result: dict, out_dir, overwrite: bool = False, titl
     with open(paths["markdown"], "w" if overwrite else "x", encoding="utf-8") as handle:
         handle.write(markdown)
     if task == "segmentation":
-        plot_per_class_bars(metrics["per_class_iou"], paths["per_class"], f"{name}: per-class IoU", "IoU (%)",
-                            overwrite=overwrite)
-        plot_confusion_matrix(metrics["confusion_matrix"], result["class_names"], paths["confusion_matrix"],
-                              title=f"{name}: confusion matrix", overwrite=overwrite)
+        plot_per_class_bars(
+            metrics["per_class_iou"], paths["per_class"], f"{name}: per-class IoU", "IoU (%)", overwrite=overwrite
+        )
+        plot_confusion_matrix(
+            metrics["confusion_matrix"],
+            result["class_names"],
+            paths["confusion_matrix"],
+            title=f"{name}: confusion matrix",
+            overwrite=overwrite,
+        )
     else:
-        plot_per_class_bars(metrics["per_class_AP"], paths["per_class"], f"{name}: per-class AP50-95",
-                            "AP50-95 (%)", overwrite=overwrite)
+        plot_per_class_bars(
+            metrics["per_class_AP"],
+            paths["per_class"],
+            f"{name}: per-class AP50-95",
+            "AP50-95 (%)",
+            overwrite=overwrite,
+        )
     return paths

@@ -49,9 +49,7 @@ def _check_ids_in_range(ids: torch.Tensor, valid: Optional[torch.Tensor], num_cl
         bad &= valid
     if bool(bad.any()):
         examples = torch.unique(ids[bad])[:8].tolist()
-        raise ValueError(
-            f"{what} holds class ids outside [0, {num_classes}) that are not the ignore index: {examples}"
-        )
+        raise ValueError(f"{what} holds class ids outside [0, {num_classes}) that are not the ignore index: {examples}")
 
 
 class SegmentationMetric(Metric):
@@ -85,9 +83,7 @@ class SegmentationMetric(Metric):
             raise ValueError(f"ignore_index={ignore_index} is also a class id (num_classes={num_classes})")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
-        self.add_state(
-            "confmat", default=torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum"
-        )
+        self.add_state("confmat", default=torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
 
     def _class_ids(self, preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Predictions as class ids with the target's shape; logits are reduced with argmax over dim 1."""

@@ -211,4 +211,3 @@ def train_loader(dataset: SeededTransformDataset, sampler: EpochBatchSampler, ta
         persistent_workers=False,
         prefetch_factor=2 if num_workers else None,
     )
-

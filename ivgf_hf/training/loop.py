@@ -400,8 +400,14 @@ class _TrainingRun:
 
         recipe, progress = self.recipe, self.progress
         batches = iter(train_loader(self.train_set, self.sampler, recipe.task, recipe.num_workers))
-        bar = tqdm(total=recipe.max_steps, initial=progress.global_step, desc="train", unit="step",
-                   dynamic_ncols=True, disable=not self.accelerator.is_local_main_process)
+        bar = tqdm(
+            total=recipe.max_steps,
+            initial=progress.global_step,
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+            disable=not self.accelerator.is_local_main_process,
+        )
         self.model.train()
         while progress.global_step < recipe.max_steps:
             self.optimizer_step(batches)

@@ -46,9 +46,7 @@ def encoder_layer_id(name: str, depth: int) -> int:
 def _encoders(model: nn.Module) -> dict:
     """``{module name prefix with trailing dot: depth}`` of every IVGF encoder inside ``model``."""
     return {
-        f"{name}.": len(module.blocks3)
-        for name, module in model.named_modules()
-        if isinstance(module, IVGFEncoder)
+        f"{name}.": len(module.blocks3) for name, module in model.named_modules() if isinstance(module, IVGFEncoder)
     }
 
 
@@ -77,7 +75,7 @@ def layer_decay_parameter_groups(
         scale = 1.0
         for prefix, depth in encoders.items():
             if name.startswith(prefix):
-                scale = layer_decay ** (depth + 1 - encoder_layer_id(name[len(prefix):], depth))
+                scale = layer_decay ** (depth + 1 - encoder_layer_id(name[len(prefix) :], depth))
                 break
         decay = 0.0 if _no_weight_decay(name, parameter) else weight_decay
         key = (scale, decay)
@@ -117,7 +115,10 @@ def build_optimizer(model: nn.Module, recipe, device=None) -> torch.optim.AdamW:
     if device is None:
         device = next(model.parameters()).device
     return torch.optim.AdamW(
-        groups, lr=recipe.learning_rate, betas=tuple(recipe.adam_betas), eps=recipe.adam_epsilon,
+        groups,
+        lr=recipe.learning_rate,
+        betas=tuple(recipe.adam_betas),
+        eps=recipe.adam_epsilon,
         **adam_kernel_flags(recipe.adam_implementation, device),
     )
 
@@ -157,4 +158,3 @@ def build_scheduler(optimizer: torch.optim.Optimizer, recipe) -> torch.optim.lr_
         recipe.min_lr / recipe.learning_rate,
     )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-

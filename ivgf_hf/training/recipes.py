@@ -145,8 +145,16 @@ class TrainingRecipe:
         expected = TASK_OF_DATASET[self.dataset]
         if expected is not None and expected != self.task:
             raise RecipeError(f"dataset {self.dataset!r} is for {expected}, but task is {self.task!r}")
-        for name in ("max_steps", "batch_size", "eval_batch_size", "gradient_accumulation_steps", "save_every",
-                     "eval_every", "log_every", "keep_last"):
+        for name in (
+            "max_steps",
+            "batch_size",
+            "eval_batch_size",
+            "gradient_accumulation_steps",
+            "save_every",
+            "eval_every",
+            "log_every",
+            "keep_last",
+        ):
             if getattr(self, name) < 1:
                 raise RecipeError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("warmup_steps", "num_workers", "seed", "split_seed"):
@@ -174,8 +182,11 @@ class TrainingRecipe:
             raise RecipeError(f"adam_betas must be two values in [0, 1), got {self.adam_betas}")
         if self.init_from and (self.infrared_checkpoint or self.visible_checkpoint):
             raise RecipeError("init_from (a saved IVGF model) excludes infrared_checkpoint / visible_checkpoint")
-        unknown = [name for name in self.report_to if name not in ("tensorboard", "wandb", "mlflow", "comet_ml",
-                                                                      "aim", "clearml", "dvclive", "trackio")]
+        unknown = [
+            name
+            for name in self.report_to
+            if name not in ("tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "trackio")
+        ]
         if unknown:
             raise RecipeError(f"report_to: unknown tracker(s) {unknown}")
 
@@ -363,22 +374,45 @@ _SYNTH_CPU = dict(
 )
 RECIPES = {
     "mfnet-seg": dict(
-        _PAPER, task="segmentation", dataset="mfnet", weight_decay=0.05, max_steps=240_000, crop_size=512,
+        _PAPER,
+        task="segmentation",
+        dataset="mfnet",
+        weight_decay=0.05,
+        max_steps=240_000,
+        crop_size=512,
         eval_split="val",
     ),
     "msrs-seg": dict(
-        _PAPER, task="segmentation", dataset="msrs", weight_decay=0.05, max_steps=240_000, crop_size=512,
+        _PAPER,
+        task="segmentation",
+        dataset="msrs",
+        weight_decay=0.05,
+        max_steps=240_000,
+        crop_size=512,
         eval_split="test",
     ),
     "m3fd-det": dict(
-        _PAPER, task="detection", dataset="m3fd", weight_decay=0.1, max_steps=160_000, crop_size=896,
+        _PAPER,
+        task="detection",
+        dataset="m3fd",
+        weight_decay=0.1,
+        max_steps=160_000,
+        crop_size=896,
         eval_split="test",
     ),
     # Measured (docs/quickstart.md): in 800 steps from scratch, ENet class weights let the small classes be learned
     # and cutout&mix only slows learning down, so this CPU recipe weighs classes and leaves CMA off.
     "synth-seg-cpu": dict(
-        _SYNTH_CPU, task="segmentation", learning_rate=2e-3, weight_decay=0.05, max_steps=800, crop_size=128,
-        save_every=400, eval_every=400, class_weighting="enet", cma=False,
+        _SYNTH_CPU,
+        task="segmentation",
+        learning_rate=2e-3,
+        weight_decay=0.05,
+        max_steps=800,
+        crop_size=128,
+        save_every=400,
+        eval_every=400,
+        class_weighting="enet",
+        cma=False,
     ),
     # Measured (docs/detection.md, "Why the CPU detector did not learn, and the fix"): the detection crop fits the
     # whole image at scale_range x the fit scale, so the evaluation resizes the longer side to the crop size

@@ -45,8 +45,11 @@ class RGBTDetectionMAP(evaluate.Metric):
             inputs_description=_KWARGS_DESCRIPTION,
             features=datasets.Features(
                 {
-                    "predictions": {"boxes": _BOXES, "scores": datasets.Sequence(datasets.Value("float64")),
-                                    "labels": _LABELS},
+                    "predictions": {
+                        "boxes": _BOXES,
+                        "scores": datasets.Sequence(datasets.Value("float64")),
+                        "labels": _LABELS,
+                    },
                     "references": {"boxes": _BOXES, "labels": _LABELS},
                 }
             ),

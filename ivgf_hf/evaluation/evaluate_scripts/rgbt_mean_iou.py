@@ -69,8 +69,10 @@ class RGBTMeanIoU(evaluate.Metric):
         if conditions is not None and len(conditions) != len(references):
             raise ValueError(f"got {len(conditions)} conditions for {len(references)} images")
         overall = SegmentationMetric(num_labels, ignore_index, sync_on_compute=False)
-        groups = {name: SegmentationMetric(num_labels, ignore_index, sync_on_compute=False)
-                  for name in dict.fromkeys(conditions or ())}
+        groups = {
+            name: SegmentationMetric(num_labels, ignore_index, sync_on_compute=False)
+            for name in dict.fromkeys(conditions or ())
+        }
         for index, (prediction, reference) in enumerate(zip(predictions, references)):
             prediction = torch.as_tensor(np.asarray(prediction, dtype=np.int64))[None]
             reference = torch.as_tensor(np.asarray(reference, dtype=np.int64))[None]
