@@ -90,6 +90,10 @@ ROWS = {
         "IVGF, TEM prompts in (0, 2) from 1",
         {"model_overrides": {"tem_prompt_range": 2.0, "tem_initial_prompt": 1.0}},
     ),
+    "ivgf_merge_norm": (
+        "IVGF, AGF's merge output normalised before gamma",
+        {"model_overrides": {"agf_merge_norm": True}},
+    ),
     "ivgf_modality_aux": (
         "IVGF + each modality's own auxiliary loss",
         {"model_overrides": {"modality_auxiliary_loss_weight": 0.4}},

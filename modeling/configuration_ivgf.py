@@ -31,6 +31,7 @@ TRAINABLE_FUSION_DEFAULTS = {
     "agf_residual": True,
     "agf_norm": True,
     "agf_neighbourhood": 7,
+    "agf_merge_norm": False,
 }
 LITERAL_FUSION_DEFAULTS = {
     "fusion_fan_init": False,
@@ -40,6 +41,7 @@ LITERAL_FUSION_DEFAULTS = {
     "agf_residual": False,
     "agf_norm": False,
     "agf_neighbourhood": 0,
+    "agf_merge_norm": False,
 }
 _FEM_MODES = ("parallel", "serial", "channel", "spatial")
 
@@ -146,9 +148,13 @@ class IVGFConfig(PretrainedConfig):
             position (neighbourhood attention; needs `agf_kv_stride` 1). 0: global attention over all tokens of a
             scale, eq. 18-19 as written; its flattened tokens carry no position, and trained that way the attention
             ignores where the query is (docs/model.md).
+        agf_merge_norm (`bool`, *optional*, defaults to `False`):
+            With `agf_residual`: the merge module's output is normalised over (C, H, W) per image (GroupNorm with
+            one group, no affine) before the per-channel gamma, so the size of what AGF adds is set by gamma alone
+            rather than by gamma times a merge output of free scale (docs/model.md).
 
             The fusion fields above (`fem_scaled_residual`, `fusion_fan_init`, `tem_prompt_range`,
-            `tem_initial_prompt`, `agf_residual`, `agf_norm`, `agf_neighbourhood`) take
+            `tem_initial_prompt`, `agf_residual`, `agf_norm`, `agf_neighbourhood`, `agf_merge_norm`) take
             `None` for "not given" (their defaults in `TRAINABLE_FUSION_DEFAULTS`); in a config.json saved before a
             field existed, that field takes its literal paper value (`LITERAL_FUSION_DEFAULTS`), which is how the
             model was built then.
@@ -270,6 +276,7 @@ class IVGFConfig(PretrainedConfig):
         agf_residual=None,
         agf_norm=None,
         agf_neighbourhood=None,
+        agf_merge_norm=None,
         hidden_size=768,
         pool_scales=(1, 2, 3, 6),
         use_auxiliary_head=True,
@@ -313,6 +320,7 @@ class IVGFConfig(PretrainedConfig):
             agf_residual=agf_residual,
             agf_norm=agf_norm,
             agf_neighbourhood=agf_neighbourhood,
+            agf_merge_norm=agf_merge_norm,
         )
         # `None` means "not given": the trainable default, except in a saved config.json (it has a
         # transformers_version) written before the field existed, which keeps the module it was trained with: every
@@ -364,6 +372,7 @@ class IVGFConfig(PretrainedConfig):
         self.agf_residual = bool(fusion["agf_residual"])
         self.agf_norm = bool(fusion["agf_norm"])
         self.agf_neighbourhood = int(fusion["agf_neighbourhood"])
+        self.agf_merge_norm = bool(fusion["agf_merge_norm"])
         self.hidden_size = hidden_size
         self.pool_scales = list(pool_scales)
         self.use_auxiliary_head = use_auxiliary_head

@@ -350,6 +350,9 @@ class IVGFAttentionGuidedFusion(GradientCheckpointingLayer):
     - ``neighbourhood=k`` (odd): each query attends to the k x k tokens of the other modality around its own
       position instead of the whole map (0, eq. 18-19 as written). The flattened tokens carry no position, and
       trained globally the attention ignored where the query is (docs/model.md).
+    - ``merge_norm=True`` (with ``residual``): ``M(...)`` is normalised over (C, H, W) per image (GroupNorm, one
+      group, no affine) before gamma. Trained without it, M's output grew to 9-27x the RMS of ``F_vis + F_ir`` while
+      gamma stayed near 0.02, so every Adam step on gamma moved the fused map by ~lr x 20.
     - ``fan_init=True``: the projections (Xavier) and the merge convolutions (He before the ReLU, Xavier elsewhere)
       are initialised by their fan instead of std 0.02, so the attention is not uniform and the merge's output is of
       the size of its input at step 0.
@@ -368,6 +371,7 @@ class IVGFAttentionGuidedFusion(GradientCheckpointingLayer):
         eps: float = 1e-6,
         fan_init: bool = False,
         neighbourhood: int = 0,
+        merge_norm: bool = False,
     ):
         super().__init__()
         if neighbourhood < 0 or (neighbourhood and neighbourhood % 2 == 0):
@@ -403,6 +407,7 @@ class IVGFAttentionGuidedFusion(GradientCheckpointingLayer):
                 _fan_init(projection, "linear")
         if residual:
             self.merge_scale = IVGFChannelScale(channels, 0.0)
+        self.merge_norm = nn.GroupNorm(1, channels, eps=eps, affine=False) if merge_norm and residual else None
 
     @staticmethod
     def to_tokens(feature_map: torch.Tensor) -> torch.Tensor:
@@ -505,6 +510,8 @@ class IVGFAttentionGuidedFusion(GradientCheckpointingLayer):
         merged = self.merge(fused_map)
         if not self.residual:
             return merged
+        if self.merge_norm is not None:
+            merged = self.merge_norm(merged)
         return visible + infrared + self.merge_scale(merged)
 
 

@@ -215,6 +215,7 @@ class IVGFModel(IVGFPreTrainedModel):
                             config.layer_norm_eps,
                             config.fusion_fan_init,
                             config.agf_neighbourhood,
+                            config.agf_merge_norm,
                         )
                         for c, heads, stride in zip(channels, config.agf_num_heads, config.agf_kv_stride)
                     ]

@@ -553,6 +553,24 @@ def test_agf_residual_starts_as_the_sum_and_adds_the_scaled_merge():
     torch.testing.assert_close(residual(vis, ir), expected, atol=1e-6, rtol=1e-5)
 
 
+def test_agf_merge_norm_normalises_the_merge_output_before_gamma():
+    normed = build(IVGFAttentionGuidedFusion, 8, 2, residual=True, merge_norm=True, std=0.3)
+    vis, ir = pair(2, 8, 4, 5)
+    torch.testing.assert_close(normed(vis, ir), vis + ir, atol=0, rtol=0)
+    literal = IVGFAttentionGuidedFusion(8, 2)
+    literal.load_state_dict({k: v for k, v in normed.state_dict().items() if not k.startswith("merge_scale.")})
+    gamma = torch.linspace(-1, 1, 8)
+    with torch.no_grad():
+        normed.merge_scale.gamma.copy_(gamma)
+        merged = literal(vis, ir)
+        mean = merged.mean(dim=(1, 2, 3), keepdim=True)
+        std = merged.var(dim=(1, 2, 3), keepdim=True, unbiased=False).add(1e-6).sqrt()
+    expected = vis + ir + (merged - mean) / std * gamma[:, None, None]
+    torch.testing.assert_close(normed(vis, ir), expected, atol=1e-5, rtol=1e-4)
+    assert IVGFAttentionGuidedFusion(8, 2, merge_norm=True).merge_norm is None  # only with the residual form
+    assert_all_parameters_get_gradients(normed, normed(vis, ir))
+
+
 @pytest.mark.parametrize("size", [1, 3, 5])
 def test_agf_neighbourhood_attention_equals_attention_masked_to_the_k_by_k_window(size):
     agf = build(IVGFAttentionGuidedFusion, 8, 2, residual=True, norm=True, fan_init=True, neighbourhood=size)

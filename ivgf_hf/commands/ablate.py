@@ -20,6 +20,7 @@ _ROWS = (
     "ivgf_literal",
     "ivgf_no_fan_init",
     "ivgf_fast_tem",
+    "ivgf_merge_norm",
     "ivgf_modality_aux",
     "sum_modality_aux",
     "ivgf_global_agf",
