@@ -5,7 +5,8 @@ final_model and data/), on the first --images test pairs, prints:
 
 * per AGF scale: the visible-query -> infrared-key attention mass within the 3 x 3 and 7 x 7 tokens around the
   query's own position, as a multiple of what uniform attention puts there (1.0 = position plays no role), the
-  largest weight over the uniform weight, and ||AGF output - (F_vis + F_ir)|| / ||F_vis + F_ir||;
+  largest weight over the uniform weight, ||AGF output - (F_vis + F_ir)|| / ||F_vis + F_ir||, and the size of the
+  merge output M(...) itself (the added part's RMS over mean |gamma|) relative to F_vis + F_ir's RMS;
 * every residual scale (FEM terms, AGF merge): mean, mean |gamma| and the share of positive entries;
 * TEM's prompts (mean visible / infrared over tokens) by the impairment of the image, when the data set has an
   impairments.json (SynthRGBT).
@@ -74,8 +75,13 @@ def main() -> None:
     def agf_hook(index):
         def hook(module, inputs, output):
             visible, infrared = inputs
-            share = float((output - visible - infrared).norm() / (visible + infrared).norm())
-            agf_stats[index].append((*attention_locality(module, visible, infrared), share))
+            added, summed = output - visible - infrared, visible + infrared
+            share = float(added.norm() / summed.norm())
+            gamma = module.merge_scale.gamma.abs().mean() if module.residual else torch.tensor(1.0)
+            merge_rms = float(added.pow(2).mean().sqrt() / gamma)
+            agf_stats[index].append(
+                (*attention_locality(module, visible, infrared), share, merge_rms / float(summed.pow(2).mean().sqrt()))
+            )
 
         return hook
 
@@ -98,8 +104,11 @@ def main() -> None:
 
     print("AGF (visible queries -> infrared keys): mass near the query's position, x uniform")
     for index, values in agf_stats.items():
-        near3, near7, peak, share = np.mean(values, axis=0)
-        print(f"  F{index + 1}: 3x3 {near3:.2f}x  7x7 {near7:.2f}x  peak {peak:.1f}x  added / (vis + ir) {share:.3f}")
+        near3, near7, peak, share, merge_size = np.mean(values, axis=0)
+        print(
+            f"  F{index + 1}: 3x3 {near3:.2f}x  7x7 {near7:.2f}x  peak {peak:.1f}x  added / (vis + ir) {share:.3f}"
+            f"  merge RMS / (vis + ir) RMS {merge_size:.1f}"
+        )
     print("residual scales: mean, mean |gamma|, positive share")
     for name, parameter in model.named_parameters():
         if name.endswith(".gamma") and ("fusions" in name or "feature_enhancements" in name):
