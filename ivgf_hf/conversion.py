@@ -71,7 +71,6 @@ _ORIGINAL_NAMES = (
 _SEGMENTATION_MARKERS = ("gamma_1", "relative_position_bias_table", "fpn.0.weight")
 _REQUIRED_KEYS = ("patch_embed1.proj.weight", "blocks3.0.attn.qkv.weight", "pos_embed")
 _WRAPPER_KEYS = ("model", "state_dict", "module")
-_HEAD_PREFIXES = ("decode_head.", "auxiliary_head.", "neck.")
 
 
 class CheckpointFormatError(ValueError):

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .modeling.image_processing_ivgf import SIXTEEN_BIT_MODES, SIXTEEN_BIT_TO_EIGHT_BIT
 from .modeling.modeling_ivgf import LUMA_WEIGHTS
 
 __all__ = [
@@ -43,7 +44,6 @@ __all__ = [
 PROTOCOLS = ("none", "visible_missing", "infrared_missing")
 
 _TASK_BY_SUFFIX = {"ForSemanticSegmentation": "segmentation", "ForObjectDetection": "detection"}
-_SIXTEEN_BIT_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
 
 
 def as_rgb_array(image, name: str = "visible image") -> np.ndarray:
@@ -64,8 +64,8 @@ def as_grey_array(image, name: str = "infrared image") -> np.ndarray:
     """An infrared image as a uint8 (H, W) array: grey as is, 3-channel (24-bit grey) by the channel mean,
     16-bit images mapped linearly onto 8 bits (65535 -> 255), as the image processor does."""
     if hasattr(image, "getbands"):
-        if image.mode in _SIXTEEN_BIT_MODES:
-            image = np.asarray(image, dtype=np.float64) * (255.0 / 65535.0)
+        if image.mode in SIXTEEN_BIT_MODES:
+            image = np.asarray(image, dtype=np.float64) * SIXTEEN_BIT_TO_EIGHT_BIT
             return np.rint(image).astype(np.uint8)
         image = image if image.mode in ("L", "RGB") else image.convert("RGB")
     array = np.asarray(image)

@@ -119,7 +119,7 @@ def _train_variant(
 
 def _write_predictions(model, processor, data_root: Path, test, out_dir: Path, count: int, task: str) -> list:
     """Masks and overlays (detection: box pictures) for up to ``count`` test images, half day and half night."""
-    from .commands.predict import InputPair, predict_pairs
+    from .prediction import InputPair, predict_pairs
 
     names = list(test["name"])
     conditions = list(test["condition"])

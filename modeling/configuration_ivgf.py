@@ -2,7 +2,14 @@
 
 from transformers import PretrainedConfig
 
-__all__ = ["IVGFConfig", "ENCODER_FIELDS", "LITERAL_FUSION_DEFAULTS", "TRAINABLE_FUSION_DEFAULTS"]
+__all__ = [
+    "IVGFConfig",
+    "ENCODER_FIELDS",
+    "FEM_MODES",
+    "TEM_INITIAL_PROMPT",
+    "LITERAL_FUSION_DEFAULTS",
+    "TRAINABLE_FUSION_DEFAULTS",
+]
 
 # Encoder hyper-parameters that exist once per modality: the visible field has the plain name, the
 # infrared field the same name with an ``_ir`` suffix (``num_channels`` / ``num_channels_ir``).
@@ -21,13 +28,17 @@ ENCODER_FIELDS = (
 )
 
 _MODALITIES = ("both", "visible", "infrared")
+# The arrangements of FEM's spatial and channel weights (`fem_mode`, docs/model.md); fusion_ivgf.py imports them.
+FEM_MODES = ("parallel", "serial", "channel", "spatial")
+# Value of both TEM importance prompts (eq. 15) at initialisation: tokens start at 98% of their pretrained value.
+TEM_INITIAL_PROMPT = 0.98
 # The fusion fields of the trainable starts (docs/model.md, "Deviations from the paper"): their defaults, and the
 # values of the literal paper form, which configurations saved before these fields existed also get.
 TRAINABLE_FUSION_DEFAULTS = {
     "fusion_fan_init": True,
     "fem_scaled_residual": True,
     "tem_prompt_range": 1.0,
-    "tem_initial_prompt": 0.98,
+    "tem_initial_prompt": TEM_INITIAL_PROMPT,
     "agf_residual": True,
     "agf_norm": True,
     "agf_neighbourhood": 7,
@@ -37,13 +48,12 @@ LITERAL_FUSION_DEFAULTS = {
     "fusion_fan_init": False,
     "fem_scaled_residual": False,
     "tem_prompt_range": 1.0,
-    "tem_initial_prompt": 0.98,
+    "tem_initial_prompt": TEM_INITIAL_PROMPT,
     "agf_residual": False,
     "agf_norm": False,
     "agf_neighbourhood": 0,
     "agf_merge_norm": False,
 }
-_FEM_MODES = ("parallel", "serial", "channel", "spatial")
 
 
 class IVGFConfig(PretrainedConfig):
@@ -445,8 +455,8 @@ class IVGFConfig(PretrainedConfig):
     def _validate(self):
         if self.modalities not in _MODALITIES:
             raise ValueError(f"modalities must be one of {_MODALITIES}, got {self.modalities!r}")
-        if self.fem_mode not in _FEM_MODES:
-            raise ValueError(f"fem_mode must be one of {_FEM_MODES}, got {self.fem_mode!r}")
+        if self.fem_mode not in FEM_MODES:
+            raise ValueError(f"fem_mode must be one of {FEM_MODES}, got {self.fem_mode!r}")
         for modality in ("visible", "infrared"):
             s = self.encoder_settings(modality)
             for name in ("hidden_sizes", "depths", "mlp_ratios", "patch_sizes"):

@@ -32,6 +32,7 @@ from .configuration_ivgf import IVGFConfig
 # importing modeling_ivgf's own siblings here makes them travel with this file.
 from .encoder_ivgf import IVGFEncoder  # noqa: F401
 from .fusion_ivgf import IVGFAttentionGuidedFusion  # noqa: F401
+from .image_processing_ivgf import normalised_cxcywh_to_xyxy
 from .modeling_ivgf import IVGFModel, IVGFPreTrainedModel
 
 __all__ = [
@@ -206,8 +207,7 @@ def _convert_one_image(entry, index: int, image_size: tuple, num_labels: int, de
 
     height, width = image_size
     scale = boxes.new_tensor([width, height, width, height])
-    centres, sizes = boxes[:, :2], boxes[:, 2:]
-    corners = torch.cat([centres - sizes / 2, centres + sizes / 2], dim=1) * scale
+    corners = normalised_cxcywh_to_xyxy(boxes, height, width)
     corners = torch.minimum(corners.clamp(min=0), scale)
     degenerate = (corners[:, 2] <= corners[:, 0]) | (corners[:, 3] <= corners[:, 1])
     if degenerate.any():

@@ -356,11 +356,6 @@ class IVGFEncoder(nn.Module):
         """(B, N, C) -> (B, C, h, w)."""
         return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *grid)
 
-    @staticmethod
-    def map_to_tokens(feature_map: torch.Tensor) -> torch.Tensor:
-        """(B, C, h, w) -> (B, N, C)."""
-        return feature_map.flatten(2).transpose(1, 2)
-
     def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False) -> IVGFEncoderOutput:
         """(B, C_in, H, W) -> F1..F4 and, on request, the transformer stage's per-block tokens."""
         self.check_pixel_values(pixel_values)

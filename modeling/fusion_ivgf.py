@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
+from .configuration_ivgf import FEM_MODES, TEM_INITIAL_PROMPT
+
 __all__ = [
     "IVGFFeatureEnhancement",
     "IVGFTokenEnhancement",
@@ -35,11 +37,6 @@ __all__ = [
     "TEM_INITIAL_PROMPT",
     "init_fusion_weights",
 ]
-
-FEM_MODES = ("parallel", "serial", "channel", "spatial")
-
-# Value of both importance prompts (eq. 15) at initialisation: tokens start at 98% of their pretrained value.
-TEM_INITIAL_PROMPT = 0.98
 
 
 def _check_pair(visible: torch.Tensor, infrared: torch.Tensor, ndim: int, channels: int, layout: str):

@@ -18,19 +18,36 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
-from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-__all__ = ["IVGFImageProcessor"]
+__all__ = [
+    "IVGFImageProcessor",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "INFRARED_MEAN",
+    "INFRARED_STD",
+    "SIXTEEN_BIT_MODES",
+    "SIXTEEN_BIT_TO_EIGHT_BIT",
+    "normalised_cxcywh_to_xyxy",
+    "xyxy_to_normalised_cxcywh",
+]
+
+# Default normalisation on the 0-1 scale: ImageNet's for the visible image, InfMAE pretraining's for the infrared
+# one. The library (data transforms, cutout&mix fills) imports these, so each value is written once.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INFRARED_MEAN = (0.425,)
+INFRARED_STD = (0.200,)
+# PIL modes of 16-bit single-channel images, and the multiplier that maps their range onto 8 bits (65535 -> 255).
+SIXTEEN_BIT_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
+SIXTEEN_BIT_TO_EIGHT_BIT = 255.0 / 65535.0
 
 # PIL.Image.Resampling values -> torch interpolation modes ("nearest-exact" samples pixel centres, like PIL).
 _RESAMPLE_MODES = {0: "nearest-exact", 2: "bilinear", 3: "bicubic"}
 _CHANNEL_COUNTS = (1, 3, 4)
 # The smallest input IVGF's encoders take (3 tokens of the stride-16 stage per side): padding never stops below it.
 _MIN_PADDED_SIDE = 48
-_SIXTEEN_BIT_TO_EIGHT_BIT = 255.0 / 65535.0
-_PIL_SIXTEEN_BIT_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
-_PIL_GREY_MODES = ("L", "F") + _PIL_SIXTEEN_BIT_MODES
-_PIL_MASK_MODES = ("L", "P", "1") + _PIL_SIXTEEN_BIT_MODES
+_PIL_GREY_MODES = ("L", "F") + SIXTEEN_BIT_MODES
+_PIL_MASK_MODES = ("L", "P", "1") + SIXTEEN_BIT_MODES
 _META_KWARGS = ("image_processor_type", "auto_map", "processor_class", "feature_extractor_type", "_processor_class")
 
 
@@ -51,6 +68,18 @@ class IVGFImageProcessorKwargs(TypedDict, total=False):
     do_pad: bool
     size_divisor: int
     ignore_index: int
+
+
+def xyxy_to_normalised_cxcywh(boxes: torch.Tensor, height, width) -> torch.Tensor:
+    """Absolute (x0, y0, x1, y1) boxes ``(..., 4)`` -> (cx, cy, w, h) as fractions of a ``height x width`` image."""
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    return torch.stack([(x0 + x1) / 2 / width, (y0 + y1) / 2 / height, (x1 - x0) / width, (y1 - y0) / height], -1)
+
+
+def normalised_cxcywh_to_xyxy(boxes: torch.Tensor, height, width) -> torch.Tensor:
+    """Normalised (cx, cy, w, h) boxes ``(..., 4)`` -> absolute (x0, y0, x1, y1) of a ``height x width`` image."""
+    cx, cy, w, h = boxes.unbind(-1)
+    return torch.stack([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height], -1)
 
 
 def get_resize_output_size(height, width, size):
@@ -197,7 +226,7 @@ def _image_to_tensor(item, name, index):
     """
     sixteen_bit = False
     if hasattr(item, "getbands"):
-        sixteen_bit = item.mode in _PIL_SIXTEEN_BIT_MODES
+        sixteen_bit = item.mode in SIXTEEN_BIT_MODES
         keep_mode = item.mode in ("RGB", "RGBA") + _PIL_GREY_MODES
         item = np.array(item if keep_mode else item.convert("RGB"))
     if isinstance(item, np.ndarray):
@@ -215,7 +244,7 @@ def _image_to_tensor(item, name, index):
     tensor = _channels_first(tensor, channels_last_first, name, index)
     if 0 in tensor.shape:
         raise ValueError(f"{name}[{index}] is empty (shape {tuple(tensor.shape)})")
-    return tensor, (_SIXTEEN_BIT_TO_EIGHT_BIT if sixteen_bit else 1.0)
+    return tensor, (SIXTEEN_BIT_TO_EIGHT_BIT if sixteen_bit else 1.0)
 
 
 def _mask_to_tensor(item, index):
@@ -403,10 +432,10 @@ class IVGFImageProcessor(BaseImageProcessor):
                 "do_rescale": do_rescale,
                 "rescale_factor": rescale_factor,
                 "do_normalize": do_normalize,
-                "image_mean": IMAGENET_DEFAULT_MEAN if image_mean is None else image_mean,
-                "image_std": IMAGENET_DEFAULT_STD if image_std is None else image_std,
-                "ir_image_mean": (0.425,) if ir_image_mean is None else ir_image_mean,
-                "ir_image_std": (0.200,) if ir_image_std is None else ir_image_std,
+                "image_mean": IMAGENET_MEAN if image_mean is None else image_mean,
+                "image_std": IMAGENET_STD if image_std is None else image_std,
+                "ir_image_mean": INFRARED_MEAN if ir_image_mean is None else ir_image_mean,
+                "ir_image_std": INFRARED_STD if ir_image_std is None else ir_image_std,
                 "ir_num_channels": ir_num_channels,
                 "do_pad": do_pad,
                 "size_divisor": size_divisor,
@@ -749,9 +778,8 @@ def _annotation_to_target(annotation, index, original_hw, resized_hw, padded_hw)
     resized_h, resized_w = resized_hw
     padded_h, padded_w = padded_hw
     # original pixels -> resized pixels -> fraction of the padded image
-    scale = clipped.new_tensor([resized_w / width / padded_w, resized_h / height / padded_h] * 2)
-    x0, y0, x1, y1 = (clipped * scale).unbind(-1)
-    boxes = torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dim=-1).to(torch.float32)
+    resized = clipped * clipped.new_tensor([resized_w / width, resized_h / height] * 2)
+    boxes = xyxy_to_normalised_cxcywh(resized, padded_h, padded_w).to(torch.float32)
     target = {
         "class_labels": classes,
         "boxes": boxes,

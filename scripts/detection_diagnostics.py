@@ -30,6 +30,7 @@ import torch
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import box_iou
 
+from ivgf_hf.modeling.image_processing_ivgf import normalised_cxcywh_to_xyxy
 from ivgf_hf.training import get_recipe
 from ivgf_hf.training.recipes import parse_assignments
 
@@ -196,8 +197,7 @@ def probe(model, data, recipe, top_n=(10, 50, 150, 300)):
         proposals, _ = model.rpn(ImageList(pixel_values, [size]), features)
         height, width = size
         labels = sample["labels"]
-        cx, cy, w, h = labels["boxes"].unbind(-1)
-        gt = torch.stack([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height], -1)
+        gt = normalised_cxcywh_to_xyxy(labels["boxes"], height, width)
         if len(gt) == 0:
             continue
         total += len(gt)

@@ -141,6 +141,7 @@ def test_detection_summary_reports_map_and_every_seed():
         summarize_cells(cells, ["ivgf"], ["scratch"], task="depth")
 
 
+@pytest.mark.slow
 def test_detection_ablation_writes_task_named_cells_and_map_table(tmp_path):
     out = tmp_path / "ablation"
     settings = dict(

@@ -173,6 +173,7 @@ def test_bf16_autocast_logits_stay_close_to_fp32():
         assert error["relative"] < 0.05
 
 
+@pytest.mark.slow
 def test_agf_case_runs_in_a_fresh_process():
     case = dict(kind="agf", implementation="naive", size=64, stride=4, channels=8, heads=2, batch=1, device="cpu")
     case["pass"] = "forward"
@@ -207,6 +208,7 @@ def test_reports_are_not_overwritten_without_the_flag(smoke, tmp_path):
         benchmark_main(["--preset", "tiny", "--out", str(out)])
 
 
+@pytest.mark.slow
 def test_segmentation_forward_and_loss_compile_without_graph_breaks():
     """The fused backbone (every task's hot path) and a training forward with the loss are each one torch.compile
     graph (dynamo tracing only)."""
@@ -306,6 +308,7 @@ def test_memory_phase_counts_a_training_step_without_timing(smoke):
     assert "### Training step tensor memory" in markdown and "| ivgf |" in markdown
 
 
+@pytest.mark.slow
 def test_gradient_checkpointing_lowers_the_counted_tensor_memory():
     memory = {}
     for checkpointing in (False, True):

@@ -327,6 +327,7 @@ def test_anchors_and_roi_settings_follow_the_config():
         detector_config(anchor_scales=[])
 
 
+@pytest.mark.slow
 def test_a_fixed_batch_is_fitted_to_high_recall():
     """The whole box path (labels -> targets -> anchors -> proposals -> detections) can fit one batch: every
     object is found at IoU >= 0.5 with its class and a confident score (a coordinate or label bug cannot)."""
@@ -524,6 +525,7 @@ CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_remote_code_load_in_fresh_process(eval_model, tmp_path, monkeypatch):
     for cls in (IVGFConfig, IVGFForObjectDetection):
         monkeypatch.setattr(cls, "_auto_class", cls._auto_class)

@@ -46,6 +46,7 @@ def test_every_subcommand_help_imports_no_heavy_package(command):
     assert out.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_package_attributes_load_on_first_use():
     out = run_python(
         """
@@ -71,6 +72,7 @@ def test_package_attributes_load_on_first_use():
         ("import ivgf_hf", "from ivgf_hf.modeling import pipeline_ivgf"),  # pipeline module imports transformers'
     ],
 )
+@pytest.mark.slow
 def test_pipelines_register_in_any_import_order(first, then):
     out = run_python(
         f"""

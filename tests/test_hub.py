@@ -147,6 +147,7 @@ def inspect_only(monkeypatch):
     return seen
 
 
+@pytest.mark.slow
 def test_push_sends_exactly_the_checked_folder(segmentation_folder, online, monkeypatch, capsys):
     before = snapshot(segmentation_folder)
     existing = [".gitattributes", "README.md", "model.safetensors", "modeling_old.py", "pytorch_model.bin", "demo.png"]
@@ -310,6 +311,7 @@ def test_folder_checks_refuse_pickles_drift_and_broken_weights(segmentation_fold
         push_folder(segmentation_folder, "not a/valid/id", dry_run=True, check=False)
 
 
+@pytest.mark.slow
 def test_detector_export_loads_as_remote_code(detector_folder):
     export = inspect_export_folder(detector_folder)
     assert export.task == "detection" and export.model_class == "IVGFForObjectDetection"
@@ -470,6 +472,7 @@ def test_init_checkpoint_refuses_bad_input(tmp_path):
     reason="IVGF_COMPAT_PYTHON is unset: run `bash scripts/setup_compat_venv.sh` and export IVGF_COMPAT_PYTHON to "
     "the interpreter it prints to check loading under transformers 4.57",
 )
+@pytest.mark.slow
 def test_exports_load_as_remote_code_under_the_other_transformers(segmentation_folder, detector_folder):
     probe = subprocess.run(
         [COMPAT_PYTHON, "-c", "import transformers; print(transformers.__version__)"],

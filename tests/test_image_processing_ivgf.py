@@ -452,6 +452,7 @@ CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_remote_code_load_in_fresh_process(tmp_path, pair, monkeypatch):
     rgb, ir, mask = pair
     monkeypatch.setattr(IVGFImageProcessor, "_auto_class", IVGFImageProcessor._auto_class)

@@ -160,6 +160,7 @@ def test_card_input_errors(tmp_path):
     assert (TEMPLATE_DIR / "segmentation.md").is_file() and (TEMPLATE_DIR / "detection.md").is_file()
 
 
+@pytest.mark.slow
 def test_usage_snippet_runs_on_an_exported_folder(tmp_path):
     torch.manual_seed(0)
     config = get_config("tiny", id2label=dict(enumerate(CLASSES)), label2id={n: i for i, n in enumerate(CLASSES)})

@@ -61,6 +61,7 @@ def exported(saved_segmentation, tmp_path_factory):
     return out, status, text.getvalue()
 
 
+@pytest.mark.slow
 def test_cli_exports_and_reports_parity_at_several_sizes(exported):
     path, status, text = exported
     assert status == 0, text
@@ -71,6 +72,7 @@ def test_cli_exports_and_reports_parity_at_several_sizes(exported):
     assert "parity ok" in text
 
 
+@pytest.mark.slow
 def test_onnxruntime_matches_pytorch_within_1e_3_with_dynamic_batch_and_size(exported, saved_segmentation):
     from ivgf_hf.inference import load_model_and_processor
 
@@ -83,6 +85,7 @@ def test_onnxruntime_matches_pytorch_within_1e_3_with_dynamic_batch_and_size(exp
     assert all(row["max_abs_diff"] < 1e-3 for row in rows), rows
 
 
+@pytest.mark.slow
 def test_cli_refuses_to_overwrite(exported, saved_segmentation):
     with pytest.raises(SystemExit, match="already exists; pass --overwrite"):
         main(["export", "--model", str(saved_segmentation), "--out", str(exported[0])])

@@ -145,6 +145,7 @@ CHILD = textwrap.dedent(
 
 
 @pytest.mark.parametrize("python", INTERPRETERS)
+@pytest.mark.slow
 def test_saved_folder_pipeline_runs_without_ivgf_hf(segmenter, tmp_path, python):
     """Plain save_pretrained: the folder carries the pipeline class (config.custom_pipelines + pipeline_ivgf.py)."""
     folder = tmp_path / "ivgf-seg"

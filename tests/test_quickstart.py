@@ -194,6 +194,7 @@ def test_detection_comparison_table():
     assert lines[2] == "| IVGF (FEM + TEM + AGF) | 40.0 | n/a | 20.0 | 50.0 | n/a | 60.0 | 30.0 | 10.0 min |"
 
 
+@pytest.mark.slow
 def test_detection_compare_over_seeds_trains_the_four_detectors(tmp_path, capsys):
     out = tmp_path / "quickstart"
     argv = [

@@ -27,6 +27,7 @@ def segmentation_model():
     return IVGFForSemanticSegmentation(get_config("tiny", num_labels=3)).eval()
 
 
+@pytest.mark.slow
 def test_export_writes_a_self_contained_folder_that_loads_as_remote_code(segmentation_model, tmp_path):
     folder = export_for_hub(segmentation_model, IVGFImageProcessor(), tmp_path / "ivgf-tiny")
     files = sorted(p.name for p in folder.iterdir())
@@ -48,6 +49,7 @@ def test_export_writes_a_self_contained_folder_that_loads_as_remote_code(segment
     assert processor_map["AutoImageProcessor"] == "image_processing_ivgf.IVGFImageProcessor"
 
 
+@pytest.mark.slow
 def test_export_refuses_existing_folders_and_failed_checks(segmentation_model, tmp_path):
     target = tmp_path / "mine"
     target.mkdir()
@@ -91,6 +93,7 @@ INTERPRETERS = [pytest.param(None, id="transformers-5")] + (
 
 
 @pytest.mark.parametrize("python", INTERPRETERS)
+@pytest.mark.slow
 def test_plain_save_pretrained_folder_loads_as_remote_code(segmentation_model, tmp_path, python):
     """No export_for_hub, no register_for_auto_class: model.save_pretrained alone makes a loadable folder."""
     segmentation_model.save_pretrained(tmp_path)
@@ -141,6 +144,7 @@ class FakeHub:
         return SimpleNamespace(commit_url=f"https://hub.invalid/{repo_id}/commit/0", oid="0" * 40)
 
 
+@pytest.mark.slow
 def test_trainer_push_to_hub_publishes_a_loadable_repo(segmentation_model, tmp_path, monkeypatch):
     import transformers.trainer
     from transformers import Trainer, TrainingArguments

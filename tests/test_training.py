@@ -296,6 +296,7 @@ def _optimizer_state(checkpoint: Path) -> dict:
     return torch.load(checkpoint / "optimizer.bin", weights_only=False)["state"]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_ends_bit_identical_to_an_uninterrupted_run(synth, tmp_path, one_thread):
     steps = 8
     reference = train(get_recipe("synth-seg-cpu", data_root=str(synth), max_steps=steps, **RUN), tmp_path / "ref")
@@ -355,6 +356,7 @@ torch.save({"world": int(os.environ["WORLD_SIZE"]), "state": state}, Path(sys.ar
 """
 
 
+@pytest.mark.slow
 def test_two_processes_with_gloo_keep_weights_in_sync(synth, tmp_path):
     steps, accumulation = 3, 2
     recipe = get_recipe(
@@ -411,6 +413,7 @@ def test_two_processes_with_gloo_keep_weights_in_sync(synth, tmp_path):
     assert len(evaluation) == 1 and 0.0 <= evaluation[0]["metrics"]["all"]["mIoU"] <= 1.0
 
 
+@pytest.mark.slow
 def test_detection_run_with_bf16_checkpointing_and_tensorboard(tmp_path, one_thread):
     root = generate_synthrgbt(tmp_path / "m3fd", "m3fd", num_train=4, num_test=2, height=64, width=96, seed=2)
     recipe = get_recipe(

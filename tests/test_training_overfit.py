@@ -1,11 +1,13 @@
 """The whole IVGF graph learns: a tiny segmentation model overfits one fixed batch."""
 
+import pytest
 import torch
 
 from ivgf_hf import get_config
 from ivgf_hf.modeling import IVGFForSemanticSegmentation
 
 
+@pytest.mark.slow
 def test_tiny_segmentation_model_overfits_one_batch():
     torch.manual_seed(0)
     model = IVGFForSemanticSegmentation(get_config("tiny", num_labels=4)).train()

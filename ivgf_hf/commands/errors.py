@@ -18,7 +18,7 @@ USAGE_STATUS = 2
 # Expected failures raised by the library, as (module, class). They are looked up in ``sys.modules``: an exception
 # can only be of a class whose module is loaded, so checking them imports nothing.
 _EXPECTED = (
-    ("ivgf_hf.commands.predict", "PredictInputError"),
+    ("ivgf_hf.prediction", "PredictInputError"),
     ("ivgf_hf.conversion", "CheckpointFormatError"),
     ("ivgf_hf.data.validation", "RGBTSampleError"),
     ("ivgf_hf.data.validation", "RGBTLayoutError"),

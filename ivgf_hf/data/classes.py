@@ -17,7 +17,6 @@ __all__ = [
     "M3FD_PALETTE",
     "TARDAL_M3FD_ORDER",
     "id2label",
-    "m3fd_class_id",
     "colorize_mask",
 ]
 
@@ -63,20 +62,10 @@ M3FD_PALETTE = (
 # Id order of the YOLO txt labels written by TarDAL's own loader (loader/m3fd.py).
 TARDAL_M3FD_ORDER = ("People", "Car", "Bus", "Lamp", "Motorcycle", "Truck")
 
-_M3FD_BY_LOWER = {name.lower(): index for index, name in enumerate(M3FD_CLASSES)}
-
 
 def id2label(class_names) -> dict:
     """``{id: name}`` for a model config (``config.id2label``)."""
     return {index: name for index, name in enumerate(class_names)}
-
-
-def m3fd_class_id(name: str) -> int:
-    """Canonical id of an M3FD class name (case and surrounding spaces ignored); ``KeyError`` if unknown."""
-    key = name.strip().lower()
-    if key not in _M3FD_BY_LOWER:
-        raise KeyError(f"unknown M3FD class {name!r}; expected one of {', '.join(M3FD_CLASSES)}")
-    return _M3FD_BY_LOWER[key]
 
 
 def colorize_mask(mask, palette=MFNET_PALETTE, ignore_color=(255, 255, 255)) -> np.ndarray:

@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import torch
 
+from ..modeling.image_processing_ivgf import IMAGENET_MEAN, INFRARED_MEAN
 from ..modeling.modeling_ivgf import LUMA_WEIGHTS
 
 __all__ = ["CutoutMixConfig", "CutoutMix", "CutoutMixMasks", "LUMA_WEIGHTS"]
@@ -95,7 +96,7 @@ class CutoutMix:
     normalisation means so that blanked regions are 0 after normalisation.
     """
 
-    def __init__(self, config=None, visible_fill=(0.485, 0.456, 0.406), infrared_fill=(0.425,)):
+    def __init__(self, config=None, visible_fill=IMAGENET_MEAN, infrared_fill=INFRARED_MEAN):
         self.config = config if config is not None else CutoutMixConfig()
         self.visible_fill = torch.tensor(visible_fill, dtype=torch.float32).view(1, 3, 1, 1)
         self.infrared_fill = torch.tensor(infrared_fill, dtype=torch.float32).view(1, 1, 1, 1)

@@ -30,6 +30,13 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from ..modeling.image_processing_ivgf import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INFRARED_MEAN,
+    INFRARED_STD,
+    xyxy_to_normalised_cxcywh,
+)
 from .classes import IGNORE_INDEX
 from .cutout_mix import CutoutMix, CutoutMixConfig
 
@@ -49,11 +56,6 @@ __all__ = [
     "collate_segmentation",
     "collate_detection",
 ]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-INFRARED_MEAN = (0.425,)
-INFRARED_STD = (0.200,)
 
 
 def _values(value, count, name):
@@ -245,12 +247,6 @@ def _batch_columns(batch, keys):
     return [batch[key] for key in keys]
 
 
-def _boxes_to_cxcywh(boxes, height, width):
-    """Absolute xyxy (n, 4) -> (cx, cy, w, h) normalised by the image size."""
-    x1, y1, x2, y2 = boxes.unbind(-1)
-    return torch.stack([(x1 + x2) / 2 / width, (y1 + y2) / 2 / height, (x2 - x1) / width, (y2 - y1) / height], -1)
-
-
 class _PairTransform:
     """Shared parts: normalisation, optional photometric distortion and cutout&mix, batch handling.
 
@@ -383,7 +379,7 @@ def _detection_output(v, i, boxes, classes, height, width):
         "pixel_values_ir": _pad_to(i, height, width, 0.0),
         "labels": {
             "class_labels": classes,
-            "boxes": _boxes_to_cxcywh(boxes.as_subclass(torch.Tensor).float(), height, width),
+            "boxes": xyxy_to_normalised_cxcywh(boxes.as_subclass(torch.Tensor).float(), height, width),
         },
     }
 

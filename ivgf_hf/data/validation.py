@@ -25,6 +25,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, List, Value
 from datasets import Image as ImageFeature
 from PIL import Image
 
+from ..modeling.image_processing_ivgf import SIXTEEN_BIT_MODES
 from .classes import IGNORE_INDEX
 
 __all__ = [
@@ -156,7 +157,7 @@ def _load(path):
 
 def _label_ids(image):
     """Class-id array (H, W) of a label image, or a reason why it is not a class-id mask."""
-    if image.mode in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
+    if image.mode in ("L", "P") + SIXTEEN_BIT_MODES:
         return np.asarray(image), None
     if image.mode in ("RGB", "RGBA"):
         array = np.asarray(image)[..., :3]

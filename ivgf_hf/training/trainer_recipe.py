@@ -25,6 +25,7 @@ from transformers import Trainer, TrainingArguments
 from ..data import DetectionEvalTransform, SegmentationEvalTransform, collate_detection, collate_segmentation
 from ..evaluation.detection import DetectionMetric
 from ..evaluation.segmentation import preprocess_logits_for_metrics, segmentation_compute_metrics
+from ..modeling.image_processing_ivgf import normalised_cxcywh_to_xyxy
 from .class_weights import class_weights_for
 from .data import build_train_transform
 from .optim import PolynomialWarmupSchedule, build_optimizer
@@ -32,12 +33,6 @@ from .optim import PolynomialWarmupSchedule, build_optimizer
 logger = logging.getLogger(__name__)
 
 __all__ = ["IVGFTrainer", "trainer_arguments", "build_trainer"]
-
-
-def _absolute_xyxy(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Normalised (cx, cy, w, h) boxes ``(n, 4)`` -> absolute (x0, y0, x1, y1) pixels of a ``height x width`` image."""
-    cx, cy, w, h = boxes.unbind(-1)
-    return torch.stack([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height], -1)
 
 
 class IVGFTrainer(Trainer):
@@ -87,7 +82,10 @@ class IVGFTrainer(Trainer):
             for d in outputs.detections
         ]
         targets = [
-            {"boxes": _absolute_xyxy(t["boxes"].float(), height, width).cpu(), "labels": t["class_labels"].cpu()}
+            {
+                "boxes": normalised_cxcywh_to_xyxy(t["boxes"].float(), height, width).cpu(),
+                "labels": t["class_labels"].cpu(),
+            }
             for t in inputs["labels"]
         ]
         self.detection_metric.update(preds, targets)
