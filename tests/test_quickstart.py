@@ -12,26 +12,34 @@ from ivgf_hf.modeling import IVGFForObjectDetection, IVGFForSemanticSegmentation
 from ivgf_hf.quickstart import OUTPUT_ENTRIES, comparison_markdown, comparison_rows, prepare_output_dir
 
 
-def test_quickstart_smoke_run_writes_model_metrics_and_overlays(tmp_path, capsys):
-    out = tmp_path / "quickstart"
-    argv = [
+def _tiny_quickstart(out, steps, size, task=None, extra=()):
+    """``ivgf quickstart`` arguments for a tiny run: 4 training / 2 test pairs of ``size`` (height, width)."""
+    task_args = ["--task", task] if task else []
+    return [
         "quickstart",
+        *task_args,
         "--out",
         str(out),
+        *extra,
         "--steps",
-        "2",
+        steps,
         "--num-train",
         "4",
         "--num-test",
         "2",
         "--height",
-        "64",
+        str(size[0]),
         "--width",
-        "96",
+        str(size[1]),
         "--num-predictions",
         "2",
         "--no-export-check",
     ]
+
+
+def test_quickstart_smoke_run_writes_model_metrics_and_overlays(tmp_path, capsys):
+    out = tmp_path / "quickstart"
+    argv = _tiny_quickstart(out, steps="2", size=(64, 96))
     assert main(argv) == 0
 
     model = IVGFForSemanticSegmentation.from_pretrained(out / "model")
@@ -95,27 +103,7 @@ def test_comparison_table():
 @pytest.mark.slow
 def test_compare_over_seeds_writes_the_mean_std_table(tmp_path):
     out = tmp_path / "quickstart"
-    argv = [
-        "quickstart",
-        "--out",
-        str(out),
-        "--compare",
-        "--seeds",
-        "2",
-        "--steps",
-        "1",
-        "--num-train",
-        "4",
-        "--num-test",
-        "2",
-        "--height",
-        "64",
-        "--width",
-        "96",
-        "--num-predictions",
-        "2",
-        "--no-export-check",
-    ]
+    argv = _tiny_quickstart(out, steps="1", size=(64, 96), extra=["--compare", "--seeds", "2"])
     assert main(argv) == 0
     seeds = json.loads((out / "seeds.json").read_text())
     table = seeds["summary"]["scratch"]
@@ -129,26 +117,7 @@ def test_compare_over_seeds_writes_the_mean_std_table(tmp_path):
 
 def test_detection_quickstart_writes_the_detector_metrics_and_box_pictures(tmp_path, capsys):
     out = tmp_path / "quickstart"
-    argv = [
-        "quickstart",
-        "--task",
-        "detection",
-        "--out",
-        str(out),
-        "--steps",
-        "2",
-        "--num-train",
-        "4",
-        "--num-test",
-        "2",
-        "--height",
-        "96",
-        "--width",
-        "128",
-        "--num-predictions",
-        "2",
-        "--no-export-check",
-    ]
+    argv = _tiny_quickstart(out, steps="2", size=(96, 128), task="detection")
     assert main(argv) == 0
 
     model = IVGFForObjectDetection.from_pretrained(out / "model")
@@ -197,29 +166,7 @@ def test_detection_comparison_table():
 @pytest.mark.slow
 def test_detection_compare_over_seeds_trains_the_four_detectors(tmp_path, capsys):
     out = tmp_path / "quickstart"
-    argv = [
-        "quickstart",
-        "--task",
-        "detection",
-        "--out",
-        str(out),
-        "--compare",
-        "--seeds",
-        "2",
-        "--steps",
-        "1",
-        "--num-train",
-        "4",
-        "--num-test",
-        "2",
-        "--height",
-        "96",
-        "--width",
-        "128",
-        "--num-predictions",
-        "2",
-        "--no-export-check",
-    ]
+    argv = _tiny_quickstart(out, steps="1", size=(96, 128), task="detection", extra=["--compare", "--seeds", "2"])
     assert main(argv) == 0
     titles = ["IVGF (FEM + TEM + AGF)", "Sum fusion (no FEM/TEM/AGF)", "Visible only", "Infrared only"]
     table = (out / "comparison.md").read_text()
